@@ -1,0 +1,85 @@
+// Package prober decides when to probe a container and how: one worker per
+// (container, probe kind) runs a handler (HTTP, TCP, gRPC, exec) on a fixed
+// schedule and counts consecutive results against the probe's thresholds.
+// It knows nothing of restarts; it reports results and lets the caller act.
+package prober
+
+import (
+	"context"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Kind is the probe kind.
+type Kind int
+
+const (
+	Liveness Kind = iota
+	Readiness
+	Startup
+)
+
+// Result is the outcome of one probe run, or the thresholded state.
+type Result int
+
+const (
+	// Unknown means the probe could not run (an error inside vigil, not in the
+	// target). It is never counted against thresholds.
+	Unknown Result = iota
+	Success
+	Failure
+)
+
+// Spec is a probe with every default applied and timings resolved.
+type Spec struct {
+	Handler          corev1.ProbeHandler
+	InitialDelay     time.Duration
+	Period           time.Duration
+	Timeout          time.Duration
+	SuccessThreshold int32
+	FailureThreshold int32
+}
+
+// ExecFunc runs a command in the target container (CRI ExecSync).
+type ExecFunc func(ctx context.Context, cmd []string, timeout time.Duration) (exitCode int32, output []byte, err error)
+
+// Target is one probe of one container instance.
+type Target struct {
+	Namespace, Pod, PodUID, Container string
+	// ContainerID identifies the instance; a new ID is a new instance whose
+	// counters start from zero.
+	ContainerID string
+	Kind        Kind
+	Spec        Spec
+	// Host is the address probed when the handler names none: the pod IP, or
+	// 127.0.0.1 for host-network pods.
+	Host string
+	// NamedPorts resolves a handler's port name to the port actually
+	// reachable; PortMap maps a declared container port number to the
+	// reachable one (identity unless host-network ports were reassigned).
+	NamedPorts map[string]int32
+	PortMap    map[int32]int32
+	// StartedAt is when the container started; the initial delay counts from it.
+	StartedAt time.Time
+	// Spread asks for the first run to be placed at a random point within one
+	// period (set for containers found running when vigil starts).
+	Spread bool
+	Exec   ExecFunc
+}
+
+// Update reports one probe run of a target.
+type Update struct {
+	Target *Target
+	// Outcome is this run's raw result; Output explains it (for failures, the
+	// kubelet-style message such as "HTTP probe failed with statuscode: 500").
+	Outcome Result
+	Output  string
+	// Warning is set for a success that deserves an event (for example a
+	// redirect to another host that was not followed).
+	Warning string
+	// State is the thresholded state after this run and Changed tells whether
+	// this run flipped it.
+	State   Result
+	Changed bool
+}
