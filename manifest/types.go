@@ -1,7 +1,3 @@
-// Package manifest loads Kubernetes objects from a directory of YAML files,
-// applies the API server's defaults to the fields vigil uses and validates
-// them. A bad object is reported with its file, object and field and left
-// out; the rest of the directory still loads.
 package manifest
 
 import (
@@ -14,16 +10,21 @@ import (
 // bare Pod (one replica, its own name).
 type Workload struct {
 	// Kind is "Deployment" or "Pod".
-	Kind      string
+	Kind string
+	// Namespace defaults to "default".
 	Namespace string
 	Name      string
-	Replicas  int32
+	// Replicas is the desired pod count: spec.replicas (default 1) for a
+	// Deployment, always 1 for a bare Pod.
+	Replicas int32
 	// Template is the pod template, defaulted and validated.
 	Template corev1.PodTemplateSpec
-	// Strategy is the Deployment's rollout strategy (defaulted: RollingUpdate,
-	// maxSurge 1... see defaults.go); zero for bare Pods.
+	// Strategy is the Deployment's rollout strategy, defaulted to RollingUpdate
+	// with maxSurge 1 and maxUnavailable 0 (see defaults.go); zero for bare
+	// Pods.
 	Strategy appsv1.DeploymentStrategy
-	// Hash identifies the template's content; a change means a rollout.
+	// Hash identifies the template's content (10 hex digits of the SHA-256 of
+	// the defaulted template's JSON); a change means a rollout.
 	Hash string
 	// File is the manifest file the workload came from.
 	File string
