@@ -1,11 +1,8 @@
-// Package prober decides when to probe a container and how: one worker per
-// (container, probe kind) runs a handler (HTTP, TCP, gRPC, exec) on a fixed
-// schedule and counts consecutive results against the probe's thresholds.
-// It knows nothing of restarts; it reports results and lets the caller act.
 package prober
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -82,4 +79,71 @@ type Update struct {
 	// this run flipped it.
 	State   Result
 	Changed bool
+	// Scheduled is the grid slot this run was due at, Ran when it started
+	// (Ran-Scheduled is its lateness) and Duration how long the handler took.
+	Scheduled, Ran time.Time
+	Duration       time.Duration
+}
+
+// String returns the kind in lower case, as logged.
+func (k Kind) String() string {
+	switch k {
+	case Liveness:
+		return "liveness"
+	case Readiness:
+		return "readiness"
+	case Startup:
+		return "startup"
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// metricLabel is the kind as the kubelet's probe_type label spells it.
+func (k Kind) metricLabel() string {
+	switch k {
+	case Liveness:
+		return "Liveness"
+	case Readiness:
+		return "Readiness"
+	case Startup:
+		return "Startup"
+	}
+	return k.String()
+}
+
+// String returns the result in lower case, as logged.
+func (r Result) String() string {
+	switch r {
+	case Unknown:
+		return "unknown"
+	case Success:
+		return "success"
+	case Failure:
+		return "failure"
+	}
+	return "result(" + strconv.Itoa(int(r)) + ")"
+}
+
+// metricLabel is the result as the kubelet's result label spells it.
+func (r Result) metricLabel() string {
+	switch r {
+	case Success:
+		return "successful"
+	case Failure:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// InitialState is the state of a probe kind on a new container instance,
+// before any run: readiness Failure (not ready until proven), liveness Success
+// (alive until proven dead), startup Unknown.
+func InitialState(k Kind) Result {
+	switch k {
+	case Readiness:
+		return Failure
+	case Liveness:
+		return Success
+	}
+	return Unknown
 }

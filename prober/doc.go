@@ -1,0 +1,44 @@
+// Package prober decides when to probe a container and how: one worker per
+// (container, probe kind) runs a handler (HTTP, TCP, gRPC, exec) on a fixed
+// schedule and counts consecutive results against the probe's thresholds.
+// It knows nothing of restarts; it reports results and lets the caller act.
+//
+// # How and when
+//
+// A handler (http.go, tcp.go, grpc.go, exec.go) runs one probe and returns an
+// outcome, or an error when the probe could not run at all; the worker
+// (worker.go) owns the schedule and the counters. The Manager keys workers
+// by (PodUID, Container, Kind).
+//
+// # Schedule
+//
+// The first run is at StartedAt + InitialDelay exactly, or at once if that
+// has passed (the kubelet anchors its ticker at worker start and can be a
+// period late). Later runs sit on the grid first + k*Period, so hundreds of
+// periods do not drift. At most one run per target is in flight: a run that
+// outlasts its slots skips them rather than queueing them. Only targets with
+// Spread set (found running when vigil starts) get a random first run within
+// one period. Periods down to MinPeriod (10 ms) are honoured.
+//
+// # States
+//
+// See InitialState. Thresholds count consecutive Success or Failure runs;
+// Unknown (the probe could not run: refused host, unknown port name, no exec
+// function, a handler panic) is neither counted nor a break in the run. A
+// startup probe gates liveness and readiness of the same container instance;
+// once it succeeds it stops running, and the gated workers start their grid
+// at that moment. Liveness and startup hold after reaching Failure until a
+// new container instance is added.
+//
+// # Hosts
+//
+// A probe's host field can name any address; the kubelet honours it, which
+// lets a pod spec make the node send requests elsewhere. Here only the
+// target's own Host and loopback are probed unless Options.AllowedHosts
+// lists the host; a refused probe is Unknown and says how to allow it, and
+// no connection is made. Redirects to another host are never followed.
+//
+// # TIME_WAIT
+//
+// TODO(bench): filled in from test/bench/probes.
+package prober

@@ -1,0 +1,224 @@
+package prober
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// worker probes one target on its schedule and keeps its threshold counters.
+// Its fields past the constructor are touched only by its own goroutine.
+type worker struct {
+	t      *Target // the worker's own copy, handed out in Updates
+	h      handler
+	gate   *gate
+	log    *slog.Logger
+	notify func(Update)
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// Metric children resolved once, so a run costs no label lookups.
+	counts  [3]prometheus.Counter // indexed by Result
+	latency prometheus.Observer
+
+	state Result // thresholded state
+	last  Result // last counted (non-Unknown) result
+	run   int32  // consecutive runs that gave last
+}
+
+// runLoop is the worker's goroutine. Runs follow a grid: anchor + k*period.
+// A run that overruns slots skips them; runs never overlap.
+func (w *worker) runLoop(ctx context.Context) {
+	defer close(w.done)
+	defer func() {
+		if c, ok := w.h.(closer); ok {
+			c.close()
+		}
+	}()
+	defer w.recoverPanic("worker")
+
+	period := w.t.Spec.Period
+	anchor := w.firstSlot(time.Now())
+	next := anchor
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+
+	for {
+		if !sleepUntil(ctx, timer, next) {
+			return
+		}
+		if w.t.Kind != Startup && w.gate.blocked() {
+			// Startup gates liveness and readiness: nothing runs until it
+			// succeeds, and then the grid restarts from that moment.
+			if !w.gate.wait(ctx) {
+				return
+			}
+			if now := time.Now(); now.After(next) {
+				anchor, next = now, now
+			}
+		}
+
+		if hold := w.runOnce(ctx, next); hold {
+			<-ctx.Done()
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		next = nextSlot(anchor, period, next, time.Now())
+	}
+}
+
+// firstSlot is the first run's time: StartedAt + InitialDelay exactly, or now
+// if that has passed. With Spread the run moves to a random point within one
+// period from now (but never before the delay), so that containers found
+// running when vigil starts are not all probed in the same instant.
+func (w *worker) firstSlot(now time.Time) time.Time {
+	start := w.t.StartedAt
+	if start.IsZero() {
+		start = now
+	}
+	first := start.Add(w.t.Spec.InitialDelay)
+	if first.Before(now) {
+		first = now
+	}
+	if w.t.Spread {
+		if j := now.Add(rand.N(w.t.Spec.Period)); j.After(first) {
+			first = j
+		}
+	}
+	return first
+}
+
+// nextSlot is the first grid slot after the one just run that is not in the
+// past: anchor + k*period, skipping the slots a slow run overran.
+func nextSlot(anchor time.Time, period time.Duration, last, now time.Time) time.Time {
+	next := last.Add(period)
+	if now.After(next) {
+		k := (now.Sub(anchor) + period - 1) / period
+		next = anchor.Add(k * period)
+	}
+	return next
+}
+
+// sleepUntil waits for t or for ctx to end; it reports whether to go on.
+func sleepUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	timer.Reset(d)
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		timer.Stop()
+		return false
+	}
+}
+
+// runOnce runs the handler once and reports the result. It returns whether
+// the worker must hold: liveness or startup at Failure (until a new container
+// instance replaces the worker), or startup at Success (its job is done).
+func (w *worker) runOnce(ctx context.Context, scheduled time.Time) (hold bool) {
+	ran := time.Now()
+	o, err := w.probe(ctx)
+	dur := time.Since(ran)
+	if ctx.Err() != nil {
+		// Removed or replaced while running: the result is for nobody.
+		return false
+	}
+	if err != nil {
+		o = outcome{result: Unknown, output: err.Error()}
+	}
+
+	before := w.state
+	changed := w.count(o.result)
+	w.counts[o.result].Inc()
+	w.latency.Observe(dur.Seconds())
+	w.logRun(ctx, o, before, changed, dur, ran.Sub(scheduled))
+
+	if w.t.Kind == Startup && w.state == Success {
+		w.gate.open()
+	}
+	if ctx.Err() == nil && w.notify != nil {
+		w.notify(Update{
+			Target: w.t, Outcome: o.result, Output: o.output, Warning: o.warning,
+			State: w.state, Changed: changed,
+			Scheduled: scheduled, Ran: ran, Duration: dur,
+		})
+	}
+
+	switch w.t.Kind {
+	case Liveness:
+		return w.state == Failure
+	case Startup:
+		return w.state != Unknown
+	}
+	return false
+}
+
+// probe calls the handler under the probe's timeout. A panic in a handler
+// is an Unknown result, not the end of the worker.
+func (w *worker) probe(ctx context.Context) (o outcome, err error) {
+	pctx, cancel := context.WithTimeout(ctx, w.t.Spec.Timeout)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			w.log.Error("probe handler panicked", "panic", r, "stack", string(debug.Stack()))
+			o, err = outcome{}, fmt.Errorf("probe handler panicked: %v", r)
+		}
+	}()
+	return w.h.probe(pctx)
+}
+
+// count applies one result to the threshold counters and reports whether
+// the state flipped. Unknown is not counted and does not break a run.
+func (w *worker) count(r Result) bool {
+	if r == Unknown {
+		return false
+	}
+	if r == w.last {
+		w.run++
+	} else {
+		w.last, w.run = r, 1
+	}
+	threshold := w.t.Spec.FailureThreshold
+	if r == Success {
+		threshold = w.t.Spec.SuccessThreshold
+	}
+	if w.run < threshold {
+		return false
+	}
+	old := w.state
+	w.state = r
+	return old != r
+}
+
+func (w *worker) logRun(ctx context.Context, o outcome, before Result, changed bool,
+	dur, late time.Duration) {
+	if changed {
+		w.log.Info("probe state changed", "from", before.String(), "to", w.state.String(),
+			"output", o.output)
+	}
+	if o.warning != "" {
+		w.log.Warn("probe succeeded with a warning", "warning", o.warning)
+	}
+	if w.log.Enabled(ctx, slog.LevelDebug) {
+		w.log.Debug("probe ran", "result", o.result.String(), "state", w.state.String(),
+			"output", o.output, "duration", dur, "lateness", late)
+	}
+}
+
+func (w *worker) recoverPanic(what string) {
+	if r := recover(); r != nil {
+		w.log.Error("prober "+what+" panicked; probing of this target stopped",
+			"panic", r, "stack", string(debug.Stack()))
+	}
+}
