@@ -373,3 +373,9 @@ func mapErr(err error) error {
 
 // IsNotFound reports whether err wraps ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// EnvVar builds a container environment entry; in cri-api v0.37 the value is
+// bytes.
+func EnvVar(key, value string) *cri.KeyValue {
+	return &cri.KeyValue{Key: key, Value: []byte(value)}
+}
