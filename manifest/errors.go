@@ -2,6 +2,7 @@ package manifest
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -32,7 +33,8 @@ func reason(fe *field.Error) string {
 	case field.ErrorTypeInvalid:
 		// The apimachinery helpers describe the rule but not the value; add
 		// the value so the user sees what was read.
-		if s, ok := fe.BadValue.(string); ok && s != "" && !strings.Contains(fe.Detail, s) {
+		if s, ok := fe.BadValue.(string); ok && s != "" &&
+			!strings.Contains(fe.Detail, `"`+s+`"`) && !strings.Contains(fe.Detail, "'"+s+"'") {
 			return fmt.Sprintf("%q: %s", s, fe.Detail)
 		}
 		return fe.Detail
@@ -44,8 +46,8 @@ func reason(fe *field.Error) string {
 }
 
 func quote(v any) string {
-	if s, ok := v.(string); ok {
-		return fmt.Sprintf("%q", s)
+	if v != nil && reflect.TypeOf(v).Kind() == reflect.String {
+		return fmt.Sprintf("%q", v)
 	}
 	return fmt.Sprintf("%v", v)
 }

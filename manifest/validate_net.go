@@ -59,7 +59,10 @@ func validateService(s *corev1.Service) field.ErrorList {
 		} else {
 			seen.Insert(key)
 		}
-		errs = append(errs, validateTargetPort(p.TargetPort, pp.Child("targetPort"))...)
+		// A targetPort equal to port was defaulted or is already reported.
+		if p.TargetPort != intstr.FromInt32(p.Port) {
+			errs = append(errs, validateTargetPort(p.TargetPort, pp.Child("targetPort"))...)
+		}
 	}
 	return errs
 }
