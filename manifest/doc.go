@@ -29,7 +29,9 @@
 //   - Deployment strategy: RollingUpdate with maxSurge 1 and maxUnavailable 0
 //     when unset (the API server uses 25%/25%). A node runs few replicas, and
 //     taking one down before its replacement is ready would be an outage.
-//     Values the user sets, integer or percent, are kept.
+//     Values the user sets, integer or percent, are kept; a user-set
+//     maxSurge of 0 with maxUnavailable unset gets maxUnavailable 1, since
+//     0/0 is invalid.
 //   - imagePullPolicy: IfNotPresent when unset, even for ":latest" or
 //     untagged images (the API server says Always). Vigil does not assume a
 //     registry is reachable.
