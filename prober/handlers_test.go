@@ -179,4 +179,3 @@ func TestNewSpec(t *testing.T) {
 		t.Errorf("1ms period became %v, want %v", s.Period, MinPeriod)
 	}
 }
-

@@ -411,4 +411,3 @@ func TestHostPolicy(t *testing.T) {
 		t.Error("Validate accepted a host with a space")
 	}
 }
-
