@@ -1,0 +1,91 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+)
+
+// Serve listens on httpAddr and, when httpsAddr is not "", on httpsAddr
+// with TLS (SNI from the Ingresses' Secrets, HTTP/2 by ALPN). When ctx ends
+// it stops accepting, lets requests in flight finish for up to
+// ShutdownTimeout, and returns nil. A listener that fails returns its error.
+func (p *Proxy) Serve(ctx context.Context, httpAddr, httpsAddr string) error {
+	type listener struct {
+		srv *http.Server
+		ln  net.Listener
+		tls bool
+	}
+	var ls []listener
+	closeAll := func() {
+		for _, l := range ls {
+			l.ln.Close()
+		}
+	}
+	for _, a := range []struct {
+		addr string
+		tls  bool
+	}{{httpAddr, false}, {httpsAddr, true}} {
+		if a.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", a.addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen %s: %w", a.addr, err)
+		}
+		srv := p.newServer()
+		if a.tls {
+			srv.TLSConfig = p.TLSConfig()
+		}
+		ls = append(ls, listener{srv, ln, a.tls})
+	}
+	if len(ls) == 0 {
+		return errors.New("serve: no address to listen on")
+	}
+
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() {
+			var err error
+			if l.tls {
+				err = l.srv.ServeTLS(l.ln, "", "")
+			} else {
+				err = l.srv.Serve(l.ln)
+			}
+			errc <- err
+		}()
+		p.opts.Logger.Info("proxy listening", "addr", l.ln.Addr().String(), "tls", l.tls)
+	}
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serve: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.ShutdownTimeout)
+	defer cancel()
+	for _, l := range ls {
+		if serr := l.srv.Shutdown(sctx); serr != nil {
+			p.opts.Logger.Warn("proxy shutdown", "addr", l.ln.Addr().String(), "error", serr)
+			l.srv.Close()
+		}
+	}
+	return err
+}
+
+// newServer returns an http.Server with the Options' limits and p as the
+// handler.
+func (p *Proxy) newServer() *http.Server {
+	return &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: p.opts.ReadHeaderTimeout,
+		IdleTimeout:       p.opts.IdleTimeout,
+		MaxHeaderBytes:    p.opts.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(p.opts.Logger.Handler(), slog.LevelDebug),
+	}
+}
