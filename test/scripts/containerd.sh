@@ -48,15 +48,34 @@ answering() {
 	timeout 5 ctr -a "$SOCK" version >/dev/null 2>&1
 }
 
-# daemon_pid prints the pid from PIDFILE when that process is our containerd.
+# daemon_pid prints the pid of this instance's containerd: the one in PIDFILE
+# when that process is ours, else one found by its command line (the pid file
+# may be stale or lost).
 daemon_pid() {
-	local pid cmd
-	[[ -f $PIDFILE ]] || return 1
-	pid=$(<"$PIDFILE")
-	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
-	[[ $cmd == *containerd*"$CONFIG"* ]] || return 1
-	echo "$pid"
+	local pid d
+	if [[ -f $PIDFILE ]]; then
+		pid=$(<"$PIDFILE")
+		if [[ $pid =~ ^[0-9]+$ ]] && is_ours "$pid"; then
+			echo "$pid"
+			return
+		fi
+	fi
+	for d in /proc/[0-9]*; do
+		pid=${d#/proc/}
+		if is_ours "$pid"; then
+			echo "$pid" >"$PIDFILE"
+			echo "$pid"
+			return
+		fi
+	done
+	return 1
+}
+
+# is_ours PID: the process is containerd running with this instance's config.
+is_ours() {
+	local cmd
+	cmd=$(tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline") || return 1
+	[[ $cmd == "containerd --config $CONFIG " ]]
 }
 
 write_config() {
@@ -177,7 +196,7 @@ up() {
 our_shims() {
 	local d cmd
 	for d in /proc/[0-9]*; do
-		cmd=$(tr '\0' ' ' <"$d/cmdline" 2>/dev/null) || continue
+		cmd=$(tr '\0' ' ' 2>/dev/null <"$d/cmdline") || continue
 		if [[ $cmd == *containerd-shim*"-address $SOCK "* ]]; then
 			echo "${d#/proc/}"
 		fi
@@ -188,6 +207,16 @@ remove_pods() {
 	local bin=$CTR_DIR/crireset
 	(cd "$ROOT_DIR" && CGO_ENABLED=0 "$GO" build -o "$bin" ./test/tools/crireset)
 	"$bin" -endpoint "unix://$SOCK" -timeout 60s
+
+	# Containers made outside the CRI (e.g. with ctr) in this private
+	# instance have shims too.
+	local ids id
+	ids=$(ctr -a "$SOCK" -n "$NS" containers ls -q)
+	for id in $ids; do
+		timeout 20 ctr -a "$SOCK" -n "$NS" tasks delete --force "$id" >/dev/null 2>&1 || true
+		ctr -a "$SOCK" -n "$NS" containers delete "$id" >/dev/null 2>&1 ||
+			log "warning: could not delete container $id"
+	done
 }
 
 stop_daemon() {

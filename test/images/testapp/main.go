@@ -124,10 +124,11 @@ func run() error {
 
 	var gs *grpc.Server
 	if gp := os.Getenv("GRPC_PORT"); gp != "" {
-		gs, err = a.serveGRPC(gp)
+		gln, err := net.Listen("tcp", ":"+gp)
 		if err != nil {
-			return err
+			return fmt.Errorf("listen grpc: %w", err)
 		}
+		gs = a.serveGRPC(gln)
 	}
 	log.Printf("testapp: instance %s listening on :%s", a.instance, a.port)
 
@@ -155,11 +156,7 @@ func run() error {
 	return nil
 }
 
-func (a *app) serveGRPC(port string) (*grpc.Server, error) {
-	ln, err := net.Listen("tcp", ":"+port)
-	if err != nil {
-		return nil, fmt.Errorf("listen grpc: %w", err)
-	}
+func (a *app) serveGRPC(ln net.Listener) *grpc.Server {
 	a.grpcHealth = health.NewServer()
 	a.grpcHealth.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	gs := grpc.NewServer()
@@ -169,7 +166,7 @@ func (a *app) serveGRPC(port string) (*grpc.Server, error) {
 			log.Printf("testapp: serve grpc: %v", err)
 		}
 	}()
-	return gs, nil
+	return gs
 }
 
 func (a *app) routes() http.Handler {
