@@ -196,7 +196,9 @@ func (c *CRI) PodSandboxStatus(ctx context.Context, id string) (*cri.PodSandboxS
 }
 
 // ListPodSandboxes implements Runtime. A nil filter lists all.
-func (c *CRI) ListPodSandboxes(ctx context.Context, filter *cri.PodSandboxFilter) ([]*cri.PodSandbox, error) {
+func (c *CRI) ListPodSandboxes(
+	ctx context.Context, filter *cri.PodSandboxFilter,
+) ([]*cri.PodSandbox, error) {
 	ctx, cancel := call(ctx, c.opts.CallTimeout)
 	defer cancel()
 	resp, err := c.rt.ListPodSandbox(ctx, &cri.ListPodSandboxRequest{Filter: filter})
@@ -207,7 +209,9 @@ func (c *CRI) ListPodSandboxes(ctx context.Context, filter *cri.PodSandboxFilter
 }
 
 // CreateContainer implements Runtime.
-func (c *CRI) CreateContainer(ctx context.Context, podID string, cfg *cri.ContainerConfig, sandbox *cri.PodSandboxConfig) (string, error) {
+func (c *CRI) CreateContainer(
+	ctx context.Context, podID string, cfg *cri.ContainerConfig, sandbox *cri.PodSandboxConfig,
+) (string, error) {
 	ctx, cancel := call(ctx, c.opts.CallTimeout)
 	defer cancel()
 	start := time.Now()
@@ -296,7 +300,9 @@ func (c *CRI) ListContainers(ctx context.Context, filter *cri.ContainerFilter) (
 // ExecSync implements Runtime. A command that runs and exits non-zero is a
 // result (ExitCode), not an error. The runtime enforces timeout (rounded up
 // to seconds; zero means CallTimeout); the client waits CallTimeout beyond it.
-func (c *CRI) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (ExecResult, error) {
+func (c *CRI) ExecSync(
+	ctx context.Context, id string, cmd []string, timeout time.Duration,
+) (ExecResult, error) {
 	if timeout <= 0 {
 		timeout = c.opts.CallTimeout
 	}
@@ -310,7 +316,9 @@ func (c *CRI) ExecSync(ctx context.Context, id string, cmd []string, timeout tim
 	if err != nil {
 		return ExecResult{}, fmt.Errorf("exec in container %s: %w", id, mapErr(err))
 	}
-	return ExecResult{Stdout: resp.GetStdout(), Stderr: resp.GetStderr(), ExitCode: resp.GetExitCode()}, nil
+	return ExecResult{
+		Stdout: resp.GetStdout(), Stderr: resp.GetStderr(), ExitCode: resp.GetExitCode(),
+	}, nil
 }
 
 // ImagePresent implements Runtime.

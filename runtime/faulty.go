@@ -177,14 +177,18 @@ func (f *Faulty) PodSandboxStatus(ctx context.Context, id string) (*cri.PodSandb
 	return f.Runtime.PodSandboxStatus(ctx, id)
 }
 
-func (f *Faulty) ListPodSandboxes(ctx context.Context, filter *cri.PodSandboxFilter) ([]*cri.PodSandbox, error) {
+func (f *Faulty) ListPodSandboxes(
+	ctx context.Context, filter *cri.PodSandboxFilter,
+) ([]*cri.PodSandbox, error) {
 	if err := f.enter(ctx, MethodListPodSandboxes); err != nil {
 		return nil, err
 	}
 	return f.Runtime.ListPodSandboxes(ctx, filter)
 }
 
-func (f *Faulty) CreateContainer(ctx context.Context, podID string, cfg *cri.ContainerConfig, sandbox *cri.PodSandboxConfig) (string, error) {
+func (f *Faulty) CreateContainer(
+	ctx context.Context, podID string, cfg *cri.ContainerConfig, sandbox *cri.PodSandboxConfig,
+) (string, error) {
 	if err := f.enter(ctx, MethodCreateContainer); err != nil {
 		return "", err
 	}
@@ -219,14 +223,18 @@ func (f *Faulty) ContainerStatus(ctx context.Context, id string) (*cri.Container
 	return f.Runtime.ContainerStatus(ctx, id)
 }
 
-func (f *Faulty) ListContainers(ctx context.Context, filter *cri.ContainerFilter) ([]*cri.Container, error) {
+func (f *Faulty) ListContainers(
+	ctx context.Context, filter *cri.ContainerFilter,
+) ([]*cri.Container, error) {
 	if err := f.enter(ctx, MethodListContainers); err != nil {
 		return nil, err
 	}
 	return f.Runtime.ListContainers(ctx, filter)
 }
 
-func (f *Faulty) ExecSync(ctx context.Context, id string, cmd []string, timeout time.Duration) (ExecResult, error) {
+func (f *Faulty) ExecSync(
+	ctx context.Context, id string, cmd []string, timeout time.Duration,
+) (ExecResult, error) {
 	if err := f.enter(ctx, MethodExecSync); err != nil {
 		return ExecResult{}, err
 	}
