@@ -13,9 +13,10 @@
 //
 // HTTP endpoints (all on PORT):
 //
-//	GET  /                       200 JSON {pod, namespace, container, hostname,
-//	                             port, instance}; instance is a random id
-//	                             chosen when the process starts.
+//	GET  /, and any other path   200 JSON {pod, namespace, container, hostname,
+//	                             port, instance, path}; instance is a random
+//	                             id chosen when the process starts, path the
+//	                             request URI as received.
 //	GET  /health                 200 "ok"; 503 during STARTUP_DELAY; 500 once
 //	                             failing (FAIL_AFTER or /control/fail).
 //	POST /control/fail           /health answers 500 and gRPC health reports
@@ -171,7 +172,7 @@ func (a *app) serveGRPC(ln net.Listener) *grpc.Server {
 
 func (a *app) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", a.handleRoot)
+	mux.HandleFunc("GET /", a.handleRoot)
 	mux.HandleFunc("GET /health", a.handleHealth)
 	mux.HandleFunc("POST /control/fail", func(w http.ResponseWriter, r *http.Request) {
 		a.setFailed(true)
@@ -198,6 +199,7 @@ func (a *app) handleRoot(w http.ResponseWriter, r *http.Request) {
 		"hostname":  host,
 		"port":      port,
 		"instance":  a.instance,
+		"path":      r.URL.RequestURI(),
 	})
 }
 

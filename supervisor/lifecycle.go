@@ -1,0 +1,485 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/vigil-agent/vigil/manifest"
+	"github.com/vigil-agent/vigil/prober"
+	"github.com/vigil-agent/vigil/runtime"
+)
+
+// createSandbox runs the pod's sandbox, replacing a dead one.
+func (p *pod) createSandbox(ctx context.Context) error {
+	cfg := p.sandboxConfig()
+	if err := os.MkdirAll(cfg.LogDirectory, 0o755); err != nil {
+		return fmt.Errorf("create log directory: %w", err)
+	}
+	id, err := p.s.rt.RunPodSandbox(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("run pod sandbox: %w", err)
+	}
+	p.sandboxID, p.sandboxCfg = id, cfg
+	p.podIP = "127.0.0.1"
+	if !p.hostNetwork {
+		st, err := p.s.rt.PodSandboxStatus(ctx, id)
+		if err != nil {
+			return fmt.Errorf("read pod sandbox status: %w", err)
+		}
+		if ip := st.GetNetwork().GetIp(); ip != "" {
+			p.podIP = ip
+		}
+	}
+	p.s.log.Info("pod sandbox running", "pod", p.ref(), "sandbox", shortID(id), "attempt", p.attempt)
+	return nil
+}
+
+// startContainer creates and starts the next instance of c. On failure it
+// leaves c waiting with a reason and a backoff.
+func (p *pod) startContainer(ctx context.Context, c *container) {
+	key := p.key(c)
+	restartCount := c.restartCount
+	if c.last != nil {
+		restartCount++
+		p.s.backoff.step(key, c.last.finishedAt)
+	}
+
+	image := c.spec.Image
+	if err := p.ensureImage(ctx, c); err != nil {
+		p.startFailed(c, "ErrImagePull", fmt.Errorf("image %q: %w", image, err))
+		return
+	}
+	delay, since := p.s.backoff.state(key)
+	cfg := p.containerConfig(c, restartCount, delay, since)
+	id, err := p.s.rt.CreateContainer(ctx, p.sandboxID, cfg, p.sandboxCfg)
+	if err != nil {
+		p.startFailed(c, "CreateContainerError", err)
+		if errors.Is(err, runtime.ErrNotFound) {
+			p.sandboxID = "" // the sandbox vanished under us
+		}
+		return
+	}
+	p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeNormal, ReasonCreated,
+		"Created container "+c.spec.Name)
+	if err := p.s.rt.StartContainer(ctx, id); err != nil {
+		_ = p.s.rt.RemoveContainer(ctx, id)
+		p.startFailed(c, "RunContainerError", err)
+		return
+	}
+	p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeNormal, ReasonStarted,
+		"Started container "+c.spec.Name)
+
+	// Keep the instance before this one for lastState; older ones go.
+	if c.prevID != "" && c.prevID != c.id {
+		_ = p.s.rt.RemoveContainer(ctx, c.prevID)
+	}
+	if c.id != "" {
+		c.prevID = c.id
+	}
+	c.id = id
+	c.phase = phaseRunning
+	c.restartCount = restartCount
+	c.term, c.killPending, c.killed = nil, "", false
+	c.waitReason, c.waitMessage = "", ""
+	c.startedAt = time.Now()
+	if st, err := p.s.rt.ContainerStatus(ctx, id); err == nil && st.StartedAt > 0 {
+		c.startedAt = time.Unix(0, st.StartedAt)
+	}
+	c.started = c.spec.StartupProbe == nil
+	c.ready = false
+	p.updateReady(c)
+	p.s.trackContainer(p, id, true)
+	p.s.metrics.setRestarts(p, c)
+	p.addProbes(c, false)
+	p.s.log.Info("container started", "pod", p.ref(), "container", c.spec.Name,
+		"id", shortID(id), "restartCount", restartCount)
+}
+
+// startFailed leaves c waiting after a failed start and backs off.
+func (p *pod) startFailed(c *container, reason string, err error) {
+	now := time.Now()
+	delay := p.s.backoff.step(p.key(c), now)
+	c.phase = phaseWaiting
+	c.waitReason, c.waitMessage = reason, err.Error()
+	c.restartAt = now.Add(delay)
+	p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeWarning, ReasonFailed,
+		fmt.Sprintf("Error: %s: %v", reason, err))
+}
+
+// ensureImage makes sure the container's image is in the runtime's store,
+// pulling it when allowed.
+func (p *pod) ensureImage(ctx context.Context, c *container) error {
+	present, err := p.s.rt.ImagePresent(ctx, c.spec.Image)
+	if err != nil {
+		return err
+	}
+	pull := c.spec.ImagePullPolicy == corev1.PullAlways && p.s.opts.PullImages
+	if present && !pull {
+		return nil
+	}
+	if c.spec.ImagePullPolicy == corev1.PullNever {
+		return errors.New("not present and imagePullPolicy is Never")
+	}
+	if !p.s.opts.PullImages {
+		if present {
+			return nil
+		}
+		return errors.New("not present in the runtime's image store and pulling is off " +
+			"(import it with 'vigil image import' or enable runtime.pullImages)")
+	}
+	return p.s.rt.PullImage(ctx, c.spec.Image)
+}
+
+// addProbes starts the probes of a running container.
+func (p *pod) addProbes(c *container, spread bool) {
+	if p.s.opts.Prober == nil {
+		return
+	}
+	probes := []struct {
+		kind  prober.Kind
+		name  string
+		probe *corev1.Probe
+	}{
+		{prober.Startup, "startup", c.spec.StartupProbe},
+		{prober.Liveness, "liveness", c.spec.LivenessProbe},
+		{prober.Readiness, "readiness", c.spec.ReadinessProbe},
+	}
+	named, numbered := p.portMaps(c)
+	for _, pr := range probes {
+		if pr.probe == nil {
+			continue
+		}
+		spec := prober.NewSpec(pr.probe)
+		if period, timeout := manifest.ProbeOverrides(&p.template, c.spec.Name, pr.name); period > 0 || timeout > 0 {
+			if period > 0 {
+				spec.Period = period
+			}
+			if timeout > 0 {
+				spec.Timeout = timeout
+			}
+		}
+		id := c.id
+		p.s.opts.Prober.Add(prober.Target{
+			Namespace:   p.namespace,
+			Pod:         p.name,
+			PodUID:      p.uid,
+			Container:   c.spec.Name,
+			ContainerID: id,
+			Kind:        pr.kind,
+			Spec:        spec,
+			Host:        p.podIP,
+			NamedPorts:  named,
+			PortMap:     numbered,
+			StartedAt:   c.startedAt,
+			Spread:      spread,
+			Exec: func(ctx context.Context, cmd []string, timeout time.Duration) (int32, []byte, error) {
+				res, err := p.s.rt.ExecSync(ctx, id, cmd, timeout)
+				if err != nil {
+					return 0, nil, err
+				}
+				return res.ExitCode, append(res.Stdout, res.Stderr...), nil
+			},
+		})
+	}
+}
+
+func (p *pod) stopProbes() {
+	if p.s.opts.Prober == nil {
+		return
+	}
+	for _, c := range p.containers {
+		p.s.opts.Prober.Remove(p.uid, c.spec.Name)
+	}
+}
+
+// kill stops a container whose probe failed: out of the endpoints first,
+// then its in-flight requests drain, then the runtime stops it with the
+// probe's or the pod's grace period.
+func (p *pod) kill(ctx context.Context, c *container) {
+	p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeNormal, ReasonKilling, c.killPending)
+	p.publish()
+	p.s.publishEndpoints()
+	p.drain(ctx, 2*time.Second)
+	if p.s.opts.Prober != nil {
+		p.s.opts.Prober.Remove(p.uid, c.spec.Name)
+	}
+	grace := p.killGrace(c.killedBy)
+	if err := p.stopContainer(ctx, c.id, grace); err != nil {
+		return // still owed; the next sync tries again
+	}
+	c.killed = true
+	p.noteExit(ctx, c, nil)
+}
+
+// killGrace is the grace period of a probe kill: the probe's own
+// terminationGracePeriodSeconds overrides the pod's, and never below the
+// minimum.
+func (p *pod) killGrace(kind prober.Kind) time.Duration {
+	grace := time.Duration(30) * time.Second
+	if p.spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*p.spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	for _, c := range p.containers {
+		var probe *corev1.Probe
+		switch kind {
+		case prober.Liveness:
+			probe = c.spec.LivenessProbe
+		case prober.Startup:
+			probe = c.spec.StartupProbe
+		}
+		if probe != nil && probe.TerminationGracePeriodSeconds != nil && c.killPending != "" {
+			grace = time.Duration(*probe.TerminationGracePeriodSeconds) * time.Second
+		}
+	}
+	return max(grace, p.s.opts.MinKillGrace)
+}
+
+// drain waits, at most bound, for requests in flight to this pod to finish.
+func (p *pod) drain(ctx context.Context, bound time.Duration) {
+	if p.s.opts.Endpoints == nil {
+		return
+	}
+	addrs := p.addresses()
+	if len(addrs) == 0 {
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
+	_ = p.s.opts.Endpoints.Drain(dctx, addrs)
+}
+
+// stopContainer stops id and confirms that it no longer runs, retrying with
+// backoff while the runtime fails or hangs. No new instance starts before
+// this returns nil, so two copies never run at once.
+func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration) error {
+	delay := time.Second
+	for attempt := 1; ; attempt++ {
+		err := p.s.rt.StopContainer(ctx, id, grace)
+		if err == nil || errors.Is(err, runtime.ErrNotFound) {
+			st, serr := p.s.rt.ContainerStatus(ctx, id)
+			switch {
+			case errors.Is(serr, runtime.ErrNotFound):
+				return nil
+			case serr != nil:
+				err = serr
+			case st.State != cri.ContainerState_CONTAINER_RUNNING:
+				return nil
+			default:
+				err = errors.New("container still running after stop")
+			}
+		}
+		p.s.log.Warn("stop container failed, will retry", "pod", p.ref(), "id", shortID(id),
+			"attempt", attempt, "retryIn", delay, "err", err)
+		if attempt == 1 {
+			p.s.rec.record(p.objRef(""), corev1.EventTypeWarning, ReasonFailedStop,
+				fmt.Sprintf("error killing container %s: %v", shortID(id), err))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// noteExit records that instance c.id has ended, reading how from the
+// runtime; hint comes from an exit event when there is one.
+func (p *pod) noteExit(ctx context.Context, c *container, hint *runtime.Exit) {
+	t := &terminated{containerID: c.id, startedAt: c.startedAt, finishedAt: time.Now(), reason: "Error"}
+	if hint != nil {
+		t.exitCode, t.finishedAt = hint.ExitCode, hint.ExitedAt
+	}
+	st, err := p.s.rt.ContainerStatus(ctx, c.id)
+	switch {
+	case err == nil && st.State == cri.ContainerState_CONTAINER_RUNNING:
+		if hint == nil {
+			return // still running: nothing ended
+		}
+	case err == nil:
+		t.exitCode, t.reason, t.message = st.ExitCode, st.Reason, st.Message
+		if st.FinishedAt > 0 {
+			t.finishedAt = time.Unix(0, st.FinishedAt)
+		}
+		if st.StartedAt > 0 {
+			t.startedAt = time.Unix(0, st.StartedAt)
+		}
+	case errors.Is(err, runtime.ErrNotFound):
+		t.reason = "ContainerStatusUnknown"
+		t.message = "The container could not be located when the pod was synced"
+		if hint == nil {
+			t.exitCode = 137
+		}
+	default:
+		if hint == nil {
+			return // the runtime does not answer; try again at the next resync
+		}
+	}
+	if t.reason == "" {
+		t.reason = "Error"
+		if t.exitCode == 0 {
+			t.reason = "Completed"
+		}
+	}
+	c.phase, c.term = phaseExited, t
+	c.ready, c.started = false, false
+	if p.s.opts.Prober != nil {
+		p.s.opts.Prober.Remove(p.uid, c.spec.Name)
+	}
+	p.s.trackContainer(p, c.id, false)
+	p.s.log.Info("container exited", "pod", p.ref(), "container", c.spec.Name,
+		"id", shortID(c.id), "exitCode", t.exitCode, "reason", t.reason, "killed", c.killed)
+	p.publish()
+	p.s.publishEndpoints()
+}
+
+// afterExit applies the restart policy to an ended instance: under Always a
+// container restarts; under OnFailure when it failed or a probe killed it;
+// under Never it stays down. A restart waits out the crash-loop backoff.
+func (p *pod) afterExit(c *container, now time.Time) {
+	t := c.term
+	restart := false
+	switch p.spec.RestartPolicy {
+	case corev1.RestartPolicyNever:
+	case corev1.RestartPolicyOnFailure:
+		restart = c.killed || t.exitCode != 0
+	default:
+		restart = true
+	}
+	if !restart {
+		c.phase = phaseTerminated
+		p.s.metrics.setState(p, c)
+		return
+	}
+	c.last, c.term = t, nil
+	c.phase = phaseWaiting
+	wait := p.s.backoff.wait(p.key(c), t.finishedAt, now)
+	c.restartAt = now.Add(wait)
+	c.waitReason, c.waitMessage = "ContainerCreating", ""
+	if wait > 0 {
+		c.waitReason = "CrashLoopBackOff"
+		delay, _ := p.s.backoff.state(p.key(c))
+		c.waitMessage = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s",
+			delay, c.spec.Name, p.ref())
+		p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeWarning, ReasonBackOff,
+			"Back-off restarting failed container "+c.spec.Name+" in pod "+p.name)
+	}
+	p.s.metrics.setState(p, c)
+}
+
+// resync re-reads the sandbox and the running containers from the runtime,
+// catching exits whose events were missed and a sandbox that died.
+func (p *pod) resync(ctx context.Context) {
+	p.lastResync = time.Now()
+	if p.sandboxID == "" {
+		return
+	}
+	st, err := p.s.rt.PodSandboxStatus(ctx, p.sandboxID)
+	switch {
+	case errors.Is(err, runtime.ErrNotFound) || (err == nil && st.State != cri.PodSandboxState_SANDBOX_READY):
+		p.s.log.Warn("pod sandbox is gone, recreating it", "pod", p.ref(), "sandbox", shortID(p.sandboxID))
+		p.s.rec.record(p.objRef(""), corev1.EventTypeNormal, ReasonSandbox,
+			"Pod sandbox changed, it will be killed and re-created.")
+		for _, c := range p.containers {
+			if c.phase == phaseRunning {
+				p.noteExit(ctx, c, &runtime.Exit{ContainerID: c.id, ExitCode: 137, ExitedAt: time.Now()})
+			}
+		}
+		old := p.sandboxID
+		_ = p.s.rt.StopPodSandbox(ctx, old)
+		_ = p.s.rt.RemovePodSandbox(ctx, old)
+		p.sandboxID = ""
+		p.attempt++
+		return
+	case err != nil:
+		p.s.log.Debug("resync: runtime unavailable", "pod", p.ref(), "err", err)
+		return
+	}
+	for _, c := range p.containers {
+		if c.phase == phaseRunning {
+			p.noteExit(ctx, c, nil) // returns at once while it runs
+		}
+	}
+}
+
+// teardown stops and removes the pod: out of the endpoints, drained,
+// containers stopped with the pod's grace period, sandbox removed.
+func (p *pod) teardown() {
+	grace := 30 * time.Second
+	if p.spec.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*p.spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), grace+time.Minute)
+	defer cancel()
+
+	for _, c := range p.containers {
+		c.ready = false
+	}
+	p.publish()
+	p.s.publishEndpoints()
+	p.drain(ctx, min(grace, 5*time.Second))
+	p.stopProbes()
+	for _, c := range p.containers {
+		if c.phase == phaseRunning {
+			p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeNormal, ReasonKilling,
+				"Stopping container "+c.spec.Name)
+			if err := p.stopContainer(ctx, c.id, grace); err != nil {
+				p.s.log.Warn("container did not stop, removing its sandbox anyway",
+					"pod", p.ref(), "container", c.spec.Name, "err", err)
+			}
+			p.s.trackContainer(p, c.id, false)
+		}
+	}
+	if p.sandboxID != "" {
+		if err := p.s.rt.StopPodSandbox(ctx, p.sandboxID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			p.s.log.Warn("stop pod sandbox failed", "pod", p.ref(), "err", err)
+		}
+		if err := p.s.rt.RemovePodSandbox(ctx, p.sandboxID); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			p.s.log.Warn("remove pod sandbox failed", "pod", p.ref(), "err", err)
+		}
+	}
+	removeCgroup(p.cgroupParent())
+	p.s.log.Info("pod removed", "pod", p.ref())
+	p.stateMu.Lock()
+	p.gone = true
+	p.stateMu.Unlock()
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// removeCgroup deletes the empty cgroup directories of a removed pod in
+// every hierarchy, deepest first. The runtime removes its containers'
+// cgroups but not the parent it was given.
+func removeCgroup(parent string) {
+	if parent == "" {
+		return
+	}
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*")
+	roots = append(roots, "/sys/fs/cgroup")
+	for _, root := range roots {
+		dir := filepath.Join(root, parent)
+		var dirs []string
+		_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = os.Remove(dirs[i])
+		}
+	}
+}
