@@ -56,7 +56,7 @@ func TestExampleServesThroughIngress(t *testing.T) {
 
 	if v.env.crictl != "" {
 		out, err := exec.Command(v.env.crictl, "--runtime-endpoint", v.env.endpoint,
-			"pods", "--namespace", ns, "--label", "app=web", "-q").CombinedOutput()
+			"pods", "--namespace", ns, "--label", "app=web", "--state", "ready", "-q").Output()
 		if err != nil {
 			t.Fatalf("crictl pods: %v: %s", err, out)
 		}
@@ -64,7 +64,7 @@ func TestExampleServesThroughIngress(t *testing.T) {
 			t.Errorf("crictl pods --label app=web shows %d pods, want 2:\n%s", n, out)
 		}
 		out, err = exec.Command(v.env.crictl, "--runtime-endpoint", v.env.endpoint,
-			"ps", "--label", "io.kubernetes.pod.namespace="+ns, "--name", "^api$", "-q").CombinedOutput()
+			"ps", "--label", "io.kubernetes.pod.namespace="+ns, "--name", "^api$", "-q").Output()
 		if err != nil || len(strings.Fields(string(out))) != 1 {
 			t.Errorf("crictl ps for the api container: %v: %q", err, out)
 		}
