@@ -1,7 +1,11 @@
 package admin
 
 import (
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"sync"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -101,7 +105,7 @@ func fixturePod(name, ctr string, created time.Time, restarts int32, ready bool)
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: "default", UID: types.UID("uid-" + name),
 			CreationTimestamp: metav1.NewTime(created),
-			Annotations:       map[string]string{annotationHostPorts: `{"web/http":20001}`},
+			Annotations:       map[string]string{annotationHostPorts: `{"web/8080":20001,"web/9090":20002}`},
 		},
 		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{
 			Name: ctr, Image: "vigil-test/web:1",
@@ -147,4 +151,18 @@ func fixtureCrashing(name string, created time.Time, restarts int32) corev1.Pod 
 			}},
 		},
 	}
+}
+
+// newLoopbackServer serves h on 127.0.0.1 only, closed when the test ends.
+func newLoopbackServer(t *testing.T, h http.Handler) *httptest.Server {
+	srv := httptest.NewUnstartedServer(h)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }

@@ -24,7 +24,8 @@ func TestSnapshot(t *testing.T) {
 		t.Fatalf("pods = %+v", s.Pods)
 	}
 	web, api := s.Pods[0], s.Pods[1]
-	if web.Ready != "1/1" || !web.AllReady || web.Restarts != 3 || web.HostPorts == "" {
+	if web.Ready != "1/1" || !web.AllReady || web.Restarts != 3 ||
+		web.HostPorts != "web/8080=20001,web/9090=20002" {
 		t.Errorf("web = %+v", web)
 	}
 	if c := web.Containers[0]; c.LastState != "Error (exit 137)" || c.State != "running" {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strings"
@@ -124,7 +125,7 @@ func newPodView(p *corev1.Pod, events []corev1.Event, now time.Time) podView {
 		Phase:       string(p.Status.Phase),
 		Created:     p.CreationTimestamp.Time,
 		IP:          p.Status.PodIP,
-		HostPorts:   p.Annotations[annotationHostPorts],
+		HostPorts:   HostPorts(p),
 		Terminating: p.DeletionTimestamp != nil,
 		Containers:  []containerView{},
 	}
@@ -297,4 +298,25 @@ func newEventView(ev *corev1.Event) eventView {
 		Type: ev.Type, Reason: ev.Reason, Object: obj, Message: ev.Message,
 		Count: ev.Count, Last: last,
 	}
+}
+
+// HostPorts formats the host ports the supervisor gave a host-network pod
+// (its vigil.dev/host-ports annotation) as "container/port=hostport,...",
+// sorted; "" when there are none. An annotation that does not parse is
+// shown as it is.
+func HostPorts(p *corev1.Pod) string {
+	raw := p.Annotations[annotationHostPorts]
+	if raw == "" {
+		return ""
+	}
+	var ports map[string]int32
+	if err := json.Unmarshal([]byte(raw), &ports); err != nil {
+		return raw
+	}
+	out := make([]string, 0, len(ports))
+	for k, v := range ports {
+		out = append(out, fmt.Sprintf("%s=%d", k, v))
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
 }
