@@ -165,9 +165,11 @@ func (b *browser) call(ctx context.Context, session, method string, params any) 
 	}
 }
 
-// open loads url in a new tab and returns the tab's session.
+// open loads url in a new tab and returns the tab's session. The tab starts
+// blank and navigates once attached: Page.navigate answers when the page's
+// document is committed, so nothing runs in the blank page's context.
 func (b *browser) open(ctx context.Context, url string) (string, error) {
-	res, err := b.call(ctx, "", "Target.createTarget", map[string]any{"url": url})
+	res, err := b.call(ctx, "", "Target.createTarget", map[string]any{"url": "about:blank"})
 	if err != nil {
 		return "", err
 	}
@@ -180,6 +182,14 @@ func (b *browser) open(ctx context.Context, url string) (string, error) {
 	}
 	var att struct{ SessionID string }
 	_ = json.Unmarshal(res, &att)
+	res, err = b.call(ctx, att.SessionID, "Page.navigate", map[string]any{"url": url})
+	if err != nil {
+		return "", err
+	}
+	var nav struct{ ErrorText string }
+	if _ = json.Unmarshal(res, &nav); nav.ErrorText != "" {
+		return "", fmt.Errorf("navigate to %s: %s", url, nav.ErrorText)
+	}
 	return att.SessionID, nil
 }
 
