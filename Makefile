@@ -16,7 +16,7 @@ E2E_ENV := VIGIL_CRI_ENDPOINT=unix://$(CTR_SOCK) VIGIL_CONTAINERD_ADDRESS=$(CTR_
 	VIGIL_REQUIRE_INTEGRATION=1
 
 .PHONY: all build build-race deps images crictl containerd-up containerd-down \
-	test unit integration e2e lint demo bench clean
+	test unit integration e2e lint demo bench clean chromium
 
 all: build
 
@@ -48,7 +48,13 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-unit:
+# chromium is the headless browser that drives the status page's test
+# (admin/browser_test.go); Debian's package, installed when missing.
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+
+unit: chromium
 	$(GO) test -race -count=1 ./...
 
 # integration and e2e need the private containerd (containerd-up).
