@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -54,11 +55,14 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 		for _, extra := range sbs[1:] {
 			s.removeSandbox(ctx, extra.Id)
 		}
-		p, err := s.adoptPod(ctx, sbs[0])
-		if err != nil {
+		p, err := s.adoptRetrying(ctx, sbs[0])
+		if errors.Is(err, errUnadoptable) {
 			s.log.Warn("cannot adopt pod sandbox, removing it", "sandbox", shortID(sbs[0].Id), "uid", uid, "err", err)
 			s.removeSandbox(ctx, sbs[0].Id)
 			continue
+		}
+		if err != nil {
+			return err
 		}
 		s.ports.reserve(p.uid, hostPortList(p.hostPorts))
 		s.rec.record(p.objRef(""), corev1.EventTypeNormal, ReasonAdopted,
@@ -67,6 +71,28 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 		s.launch(p)
 	}
 	return nil
+}
+
+// errUnadoptable marks a sandbox whose annotations do not decode: nothing
+// can be rebuilt from it.
+var errUnadoptable = errors.New("sandbox cannot be adopted")
+
+// adoptRetrying adopts one sandbox, retrying while the runtime fails: giving
+// up on a pod that still runs would start a duplicate of it.
+func (s *Supervisor) adoptRetrying(ctx context.Context, sb *cri.PodSandbox) (*pod, error) {
+	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+		p, err := s.adoptPod(ctx, sb)
+		if err == nil || errors.Is(err, errUnadoptable) {
+			return p, err
+		}
+		s.log.Warn("runtime failed while adopting a pod, retrying", "sandbox", shortID(sb.Id),
+			"err", err, "retryIn", delay)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
 }
 
 func (s *Supervisor) removeSandbox(ctx context.Context, id string) {
@@ -79,7 +105,7 @@ func (s *Supervisor) adoptPod(ctx context.Context, sb *cri.PodSandbox) (*pod, er
 	md := sb.GetMetadata()
 	var tpl corev1.PodTemplateSpec
 	if err := json.Unmarshal([]byte(sb.Annotations[AnnotationTemplate]), &tpl); err != nil {
-		return nil, fmt.Errorf("decode annotation %s: %w", AnnotationTemplate, err)
+		return nil, fmt.Errorf("%w: decode annotation %s: %w", errUnadoptable, AnnotationTemplate, err)
 	}
 	pp := podParams{
 		name: md.Name, namespace: md.Namespace, uid: md.Uid,
@@ -96,12 +122,12 @@ func (s *Supervisor) adoptPod(ctx context.Context, sb *cri.PodSandbox) (*pod, er
 	}
 	if raw := sb.Annotations[AnnotationHostPorts]; raw != "" {
 		if err := json.Unmarshal([]byte(raw), &pp.hostPorts); err != nil {
-			return nil, fmt.Errorf("decode annotation %s: %w", AnnotationHostPorts, err)
+			return nil, fmt.Errorf("%w: decode annotation %s: %w", errUnadoptable, AnnotationHostPorts, err)
 		}
 	}
 	p, err := newPod(s, pp)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", errUnadoptable, err)
 	}
 	if sb.State != cri.PodSandboxState_SANDBOX_READY {
 		s.removeSandbox(ctx, sb.Id)
@@ -134,16 +160,26 @@ func (s *Supervisor) adoptPod(ctx context.Context, sb *cri.PodSandbox) (*pod, er
 
 // adoptContainer restores one container's state from its instances, newest
 // first: the newest is current, the one before gives lastState, older ones
-// are removed.
+// are removed. An instance created but never started (vigil died between
+// CreateContainer and StartContainer) never counted as a restart: it is
+// removed and the one before stays current, so counts are not inflated.
 func (s *Supervisor) adoptContainer(ctx context.Context, p *pod, c *container, instances []*cri.Container) {
-	if len(instances) == 0 {
+	started := make([]*cri.Container, 0, len(instances))
+	for _, in := range instances {
+		if in.State == cri.ContainerState_CONTAINER_CREATED {
+			_ = s.rt.RemoveContainer(ctx, in.Id)
+			continue
+		}
+		started = append(started, in)
+	}
+	if len(started) == 0 {
 		return
 	}
-	sort.Slice(instances, func(i, j int) bool { return instances[i].CreatedAt > instances[j].CreatedAt })
-	for _, old := range instances[min(2, len(instances)):] {
+	sort.Slice(started, func(i, j int) bool { return started[i].CreatedAt > started[j].CreatedAt })
+	for _, old := range started[min(2, len(started)):] {
 		_ = s.rt.RemoveContainer(ctx, old.Id)
 	}
-	cur := instances[0]
+	cur := started[0]
 	n, _ := strconv.Atoi(cur.Annotations[AnnotationRestartCount])
 	c.restartCount = int32(n)
 	c.id = cur.Id
@@ -151,29 +187,30 @@ func (s *Supervisor) adoptContainer(ctx context.Context, p *pod, c *container, i
 		since, _ := time.Parse(time.RFC3339Nano, cur.Annotations[AnnotationBackoffSince])
 		s.backoff.restore(p.key(c), d, since)
 	}
-	if len(instances) > 1 {
-		c.prevID = instances[1].Id
+	if len(started) > 1 {
+		c.prevID = started[1].Id
 		if st, err := s.rt.ContainerStatus(ctx, c.prevID); err == nil {
 			c.last = terminatedFrom(st)
 		}
 	}
 	st, err := s.rt.ContainerStatus(ctx, cur.Id)
-	switch {
-	case err == nil && st.State == cri.ContainerState_CONTAINER_RUNNING:
-		c.phase = phaseRunning
-		c.startedAt = time.Unix(0, st.StartedAt)
-		// Probes start over, so readiness waits for its first success;
-		// a container without probes is ready as it runs.
-		c.started = c.spec.StartupProbe == nil
-		p.updateReady(c)
-	case err == nil && st.State == cri.ContainerState_CONTAINER_EXITED:
+	if err == nil && st.State == cri.ContainerState_CONTAINER_EXITED {
 		c.phase = phaseExited
 		c.term = terminatedFrom(st)
-	default:
-		// Created but never started, or unknown: start a fresh instance.
-		_ = s.rt.RemoveContainer(ctx, cur.Id)
-		c.id = ""
+		return
 	}
+	// Running, or not known for sure: treat it as running and let the
+	// worker's resync read how it is. Deciding "exited" on a guess could
+	// start a second copy.
+	c.phase = phaseRunning
+	c.startedAt = time.Unix(0, cur.CreatedAt)
+	if err == nil && st.StartedAt > 0 {
+		c.startedAt = time.Unix(0, st.StartedAt)
+	}
+	// Probes start over, so readiness waits for its first success; a
+	// container without probes is ready as it runs.
+	c.started = c.spec.StartupProbe == nil
+	p.updateReady(c)
 }
 
 func terminatedFrom(st *cri.ContainerStatus) *terminated {

@@ -38,6 +38,9 @@ func newBackoff(initial, max, reset time.Duration) *backoff {
 	if initial <= 0 {
 		initial = DefaultBackoffInitial
 	}
+	if max <= 0 {
+		max = DefaultBackoffMax
+	}
 	if max < initial {
 		max = initial
 	}

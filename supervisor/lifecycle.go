@@ -47,10 +47,20 @@ func (p *pod) createSandbox(ctx context.Context) error {
 func (p *pod) startContainer(ctx context.Context, c *container) {
 	key := p.key(c)
 	restartCount := c.restartCount
-	if c.last != nil {
+	// Each attempt steps the backoff once: a restart after an exit from the
+	// exit's time, a retry after a failed start from now. The very first
+	// start steps only if it fails.
+	switch {
+	case c.last != nil && !c.failedStart:
 		restartCount++
 		p.s.backoff.step(key, c.last.finishedAt)
+	case c.last != nil:
+		restartCount++
+		p.s.backoff.step(key, time.Now())
+	case c.failedStart:
+		p.s.backoff.step(key, time.Now())
 	}
+	c.failedStart = false
 
 	image := c.spec.Image
 	if err := p.ensureImage(ctx, c); err != nil {
@@ -69,7 +79,13 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 	}
 	p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeNormal, ReasonCreated,
 		"Created container "+c.spec.Name)
+	// Route exit events to this pod before the start: a container that
+	// exits at once can report it before StartContainer returns, and an
+	// event for an unknown container is dropped (the resync would find the
+	// exit only a resync period later).
+	p.s.trackContainer(p, id, true)
 	if err := p.s.rt.StartContainer(ctx, id); err != nil {
+		p.s.trackContainer(p, id, false)
 		_ = p.s.rt.RemoveContainer(ctx, id)
 		p.startFailed(c, "RunContainerError", err)
 		return
@@ -96,17 +112,21 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 	c.started = c.spec.StartupProbe == nil
 	c.ready = false
 	p.updateReady(c)
-	p.s.trackContainer(p, id, true)
 	p.s.metrics.setRestarts(p, c)
 	p.addProbes(c, false)
 	p.s.log.Info("container started", "pod", p.ref(), "container", c.spec.Name,
 		"id", shortID(id), "restartCount", restartCount)
 }
 
-// startFailed leaves c waiting after a failed start and backs off.
+// startFailed leaves c waiting after a failed start and backs off: the next
+// attempt waits the current delay (the initial one after a first start).
 func (p *pod) startFailed(c *container, reason string, err error) {
 	now := time.Now()
-	delay := p.s.backoff.step(p.key(c), now)
+	delay, _ := p.s.backoff.state(p.key(c))
+	if delay == 0 {
+		delay = p.s.backoff.initial
+	}
+	c.failedStart = true
 	c.phase = phaseWaiting
 	c.waitReason, c.waitMessage = reason, err.Error()
 	c.restartAt = now.Add(delay)
@@ -211,33 +231,33 @@ func (p *pod) kill(ctx context.Context, c *container) {
 	if p.s.opts.Prober != nil {
 		p.s.opts.Prober.Remove(p.uid, c.spec.Name)
 	}
-	grace := p.killGrace(c.killedBy)
-	if err := p.stopContainer(ctx, c.id, grace); err != nil {
+	grace := p.killGrace(c)
+	// A pod being removed stops waiting here: teardown stops the container
+	// under its own deadline.
+	if err := p.stopContainer(ctx, c.id, grace, p.termCh); err != nil {
 		return // still owed; the next sync tries again
 	}
 	c.killed = true
 	p.noteExit(ctx, c, nil)
 }
 
-// killGrace is the grace period of a probe kill: the probe's own
+// killGrace is the grace period of a probe kill of c: the failed probe's own
 // terminationGracePeriodSeconds overrides the pod's, and never below the
-// minimum.
-func (p *pod) killGrace(kind prober.Kind) time.Duration {
-	grace := time.Duration(30) * time.Second
+// minimum (the kubelet clamps to 2 s).
+func (p *pod) killGrace(c *container) time.Duration {
+	grace := 30 * time.Second
 	if p.spec.TerminationGracePeriodSeconds != nil {
 		grace = time.Duration(*p.spec.TerminationGracePeriodSeconds) * time.Second
 	}
-	for _, c := range p.containers {
-		var probe *corev1.Probe
-		switch kind {
-		case prober.Liveness:
-			probe = c.spec.LivenessProbe
-		case prober.Startup:
-			probe = c.spec.StartupProbe
-		}
-		if probe != nil && probe.TerminationGracePeriodSeconds != nil && c.killPending != "" {
-			grace = time.Duration(*probe.TerminationGracePeriodSeconds) * time.Second
-		}
+	var probe *corev1.Probe
+	switch c.killedBy {
+	case prober.Liveness:
+		probe = c.spec.LivenessProbe
+	case prober.Startup:
+		probe = c.spec.StartupProbe
+	}
+	if probe != nil && probe.TerminationGracePeriodSeconds != nil {
+		grace = time.Duration(*probe.TerminationGracePeriodSeconds) * time.Second
 	}
 	return max(grace, p.s.opts.MinKillGrace)
 }
@@ -257,9 +277,11 @@ func (p *pod) drain(ctx context.Context, bound time.Duration) {
 }
 
 // stopContainer stops id and confirms that it no longer runs, retrying with
-// backoff while the runtime fails or hangs. No new instance starts before
-// this returns nil, so two copies never run at once.
-func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration) error {
+// backoff while the runtime fails or hangs (each call is bounded by grace
+// plus Options.StopMargin). No new instance starts before this returns nil,
+// so two copies never run at once. It gives up only when ctx ends or abort
+// is closed.
+func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration, abort <-chan struct{}) error {
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
 		err := p.s.rt.StopContainer(ctx, id, grace)
@@ -270,10 +292,11 @@ func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration)
 				return nil
 			case serr != nil:
 				err = serr
-			case st.State != cri.ContainerState_CONTAINER_RUNNING:
+			case st.State == cri.ContainerState_CONTAINER_EXITED ||
+				st.State == cri.ContainerState_CONTAINER_CREATED:
 				return nil
 			default:
-				err = errors.New("container still running after stop")
+				err = fmt.Errorf("container still %s after stop", st.State)
 			}
 		}
 		p.s.log.Warn("stop container failed, will retry", "pod", p.ref(), "id", shortID(id),
@@ -285,6 +308,8 @@ func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-abort:
+			return errors.New("stop container: pod is being removed")
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 30*time.Second)
@@ -300,9 +325,10 @@ func (p *pod) noteExit(ctx context.Context, c *container, hint *runtime.Exit) {
 	}
 	st, err := p.s.rt.ContainerStatus(ctx, c.id)
 	switch {
-	case err == nil && st.State == cri.ContainerState_CONTAINER_RUNNING:
+	case err == nil && (st.State == cri.ContainerState_CONTAINER_RUNNING ||
+		st.State == cri.ContainerState_CONTAINER_UNKNOWN):
 		if hint == nil {
-			return // still running: nothing ended
+			return // still running, or the runtime cannot tell yet
 		}
 	case err == nil:
 		t.exitCode, t.reason, t.message = st.ExitCode, st.Reason, st.Message
@@ -431,7 +457,7 @@ func (p *pod) teardown() {
 		if c.phase == phaseRunning {
 			p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeNormal, ReasonKilling,
 				"Stopping container "+c.spec.Name)
-			if err := p.stopContainer(ctx, c.id, grace); err != nil {
+			if err := p.stopContainer(ctx, c.id, grace, nil); err != nil {
 				p.s.log.Warn("container did not stop, removing its sandbox anyway",
 					"pod", p.ref(), "container", c.spec.Name, "err", err)
 			}

@@ -88,8 +88,10 @@ type container struct {
 	killedBy     prober.Kind
 	killed       bool
 	restartAt    time.Time
-	waitReason   string
-	waitMessage  string
+	// failedStart is set while the latest start attempt failed.
+	failedStart bool
+	waitReason  string
+	waitMessage string
 }
 
 type terminated struct {

@@ -95,6 +95,15 @@ type Options struct {
 	// MinKillGrace is the least grace period a kill gets. Default 2s, as the
 	// kubelet.
 	MinKillGrace time.Duration
+	// CallTimeout bounds each runtime call made without a deadline. Default
+	// 10s.
+	CallTimeout time.Duration
+	// StopMargin is added to the grace period to bound a StopContainer call;
+	// a call that overruns it is retried with backoff. Default 2m, as the
+	// kubelet.
+	StopMargin time.Duration
+	// PullTimeout bounds an image pull. Default 5m.
+	PullTimeout time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -124,6 +133,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.Recorder == nil {
 		o.Recorder = NewRecorder(o.Logger, o.NodeName, 0)
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.StopMargin <= 0 {
+		o.StopMargin = DefaultStopMargin
+	}
+	if o.PullTimeout <= 0 {
+		o.PullTimeout = DefaultPullTimeout
 	}
 }
 
@@ -158,8 +176,10 @@ type Supervisor struct {
 func New(opts Options) *Supervisor {
 	opts.setDefaults()
 	return &Supervisor{
-		opts:        opts,
-		rt:          opts.Runtime,
+		opts: opts,
+		rt: &deadlined{
+			rt: opts.Runtime, call: opts.CallTimeout, stopMargin: opts.StopMargin, pull: opts.PullTimeout,
+		},
 		log:         opts.Logger,
 		rec:         opts.Recorder,
 		backoff:     newBackoff(opts.BackoffInitial, opts.BackoffMax, opts.BackoffReset),
