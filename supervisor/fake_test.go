@@ -26,6 +26,7 @@ type fakeRuntime struct {
 	sandboxes  map[string]*cri.PodSandbox
 	containers map[string]*fakeContainer
 	calls      []string // "Method id", in order
+	dupes      int      // containers created while a copy still ran
 	exits      chan runtime.Exit
 	// onStart, when set, runs after a container starts (under mu) and may
 	// end it at once, for crash loops: it returns the exit code and true.
@@ -213,6 +214,12 @@ func (f *fakeRuntime) CreateContainer(
 	f.seq++
 	id := fmt.Sprintf("c%d", f.seq)
 	f.record("CreateContainer", id)
+	for _, c := range f.containers {
+		if c.c.PodSandboxId == podID && c.c.Metadata.Name == cfg.Metadata.Name &&
+			c.st.State == cri.ContainerState_CONTAINER_RUNNING {
+			f.dupes++ // a second copy while the first still runs
+		}
+	}
 	now := time.Now().UnixNano()
 	f.containers[id] = &fakeContainer{
 		c: &cri.Container{
@@ -335,14 +342,15 @@ func testOptions(t *testing.T, rt runtime.Runtime) Options {
 	}
 }
 
-// deployment is a one-container Deployment workload.
+// deployment is a one-container Deployment workload; the container has the
+// workload's name.
 func deployment(name string, replicas int32, policy corev1.RestartPolicy, hash string) *manifest.Workload {
 	return &manifest.Workload{
 		Kind: "Deployment", Namespace: "ns", Name: name, Replicas: replicas, Hash: hash,
 		Template: corev1.PodTemplateSpec{
 			Spec: corev1.PodSpec{
 				RestartPolicy: policy,
-				Containers:    []corev1.Container{{Name: "app", Image: "img"}},
+				Containers:    []corev1.Container{{Name: name, Image: "img"}},
 			},
 		},
 	}
