@@ -34,9 +34,13 @@ import (
 const (
 	maxTargets  = 20000
 	maxDuration = 10 * time.Minute
-	// Lateness histogram: 10 µs buckets up to 200 ms, then one overflow bucket.
-	bucket   = 10 * time.Microsecond
-	nBuckets = 20000
+	// Lateness histogram: 10 µs buckets up to 100 ms, then 1 ms buckets up
+	// to 10 s, past any probe timeout the bench sets; the maximum is kept
+	// exactly besides.
+	fine, fineUpTo     = 10 * time.Microsecond, 100 * time.Millisecond
+	coarse, coarseUpTo = time.Millisecond, 10 * time.Second
+	nFine              = int(fineUpTo / fine)
+	nBuckets           = nFine + int((coarseUpTo-fineUpTo)/coarse)
 )
 
 func main() {
@@ -102,6 +106,8 @@ func run(n, nports int, period, duration time.Duration, policy prober.ConnPolicy
 		log.Fatalf("duration %v must exceed the warm-up %v", duration, warm)
 	}
 	time.Sleep(warm)
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
 	rec.measuring.Store(true)
 	u0, t0 := cpu(), time.Now()
 	done := time.After(duration - warm)
@@ -123,6 +129,8 @@ loop:
 	rec.measuring.Store(false)
 	u1, elapsed := cpu(), time.Since(t0)
 	cw, sw := ch.timeWait()
+	goroutines := runtime.NumGoroutine()
+	runtime.ReadMemStats(&ms1)
 	m.Stop()
 
 	probes := rec.count.Load()
@@ -132,6 +140,10 @@ loop:
 		(u1 - u0).Seconds(), (u1-u0).Seconds()/float64(probes)*1000, 100*(u1-u0).Seconds()/elapsed.Seconds())
 	fmt.Printf("lateness: p50 %v p90 %v p99 %v p99.9 %v max %v\n", rec.quantile(0.50),
 		rec.quantile(0.90), rec.quantile(0.99), rec.quantile(0.999), rec.quantile(1))
+	fmt.Printf("memory at end: heap in use %.0f MB, stacks %.0f MB, %d goroutines; "+
+		"%d GCs while measuring, %.1f MB allocated per 1,000 probes\n",
+		mb(ms1.HeapInuse), mb(ms1.StackInuse), goroutines, ms1.NumGC-ms0.NumGC,
+		mb(ms1.TotalAlloc-ms0.TotalAlloc)/float64(probes)*1000)
 	for msg, n := range rec.failures {
 		fmt.Printf("  failed %d times: %s\n", n, msg)
 	}
@@ -143,6 +155,7 @@ type recorder struct {
 	measuring              atomic.Bool
 	count, failed, unknown atomic.Int64
 	late                   [nBuckets + 1]atomic.Int64
+	maxLate                atomic.Int64 // nanoseconds
 
 	mu       sync.Mutex
 	failures map[string]int // by message, the first few kinds
@@ -167,26 +180,45 @@ func (r *recorder) add(u prober.Update) {
 	case prober.Unknown:
 		r.unknown.Add(1)
 	}
-	b := int(u.Ran.Sub(u.Scheduled) / bucket)
-	r.late[min(max(b, 0), nBuckets)].Add(1)
+	late := max(u.Ran.Sub(u.Scheduled), 0)
+	for {
+		m := r.maxLate.Load()
+		if int64(late) <= m || r.maxLate.CompareAndSwap(m, int64(late)) {
+			break
+		}
+	}
+	b := int(late / fine)
+	if late >= fineUpTo {
+		b = nFine + int((late-fineUpTo)/coarse)
+	}
+	r.late[min(b, nBuckets)].Add(1)
 }
 
-// quantile is the upper edge of the bucket holding quantile q.
+// quantile is the upper edge of the bucket holding quantile q; q = 1 is
+// the exact maximum.
 func (r *recorder) quantile(q float64) time.Duration {
+	if q >= 1 {
+		return time.Duration(r.maxLate.Load())
+	}
 	total := r.count.Load()
 	want := int64(q * float64(total))
 	var seen int64
 	for i := range r.late {
 		seen += r.late[i].Load()
 		if seen >= want && seen > 0 {
-			if i == nBuckets {
-				return nBuckets * bucket // overflow: at least this
+			switch {
+			case i < nFine:
+				return time.Duration(i+1) * fine
+			case i < nBuckets:
+				return fineUpTo + time.Duration(i-nFine+1)*coarse
 			}
-			return time.Duration(i+1) * bucket
+			return time.Duration(r.maxLate.Load()) // past the range: the max bounds it
 		}
 	}
 	return 0
 }
+
+func mb(b uint64) float64 { return float64(b) / (1 << 20) }
 
 func cpu() time.Duration {
 	var ru syscall.Rusage
