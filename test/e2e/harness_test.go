@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -54,10 +55,22 @@ func needEnv(t *testing.T) env {
 	return e
 }
 
-// portBase hands each vigil in this process its own host-port range.
+// portBase hands each vigil in this process its own host-port range, from
+// VIGIL_E2E_PORT_BASE (default 21000) up, so that test runs sharing a host
+// can be given disjoint ranges.
 var portBase atomic.Int32
 
-func init() { portBase.Store(21000) }
+func init() {
+	base := 21000
+	if s := os.Getenv("VIGIL_E2E_PORT_BASE"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1024 || n > 60000 {
+			panic(fmt.Sprintf("VIGIL_E2E_PORT_BASE=%q: want a port number between 1024 and 60000", s))
+		}
+		base = n
+	}
+	portBase.Store(int32(base))
+}
 
 // vigil is one running vigil process.
 type vigil struct {
