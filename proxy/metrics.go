@@ -60,7 +60,7 @@ func newMetrics(p *Proxy, reg prometheus.Registerer) *metrics {
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.hangups, m.retries,
 		m.ejections, endpointCollector{m}} {
 		if err := reg.Register(c); err != nil {
-			p.opts.Logger.Warn("register proxy metric", "error", err)
+			p.opts.Logger.Warn("register proxy metric", "err", err)
 		}
 	}
 	return m

@@ -71,7 +71,7 @@ func (p *Proxy) Serve(ctx context.Context, httpAddr, httpsAddr string) error {
 	defer cancel()
 	for _, l := range ls {
 		if serr := l.srv.Shutdown(sctx); serr != nil {
-			p.opts.Logger.Warn("proxy shutdown", "addr", l.ln.Addr().String(), "error", serr)
+			p.opts.Logger.Warn("proxy shutdown", "addr", l.ln.Addr().String(), "err", serr)
 			l.srv.Close()
 		}
 	}
