@@ -41,29 +41,21 @@ func newRootCommand() *cobra.Command {
 }
 
 func newRunCommand() *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "run",
-		Short: "Run the pods, probes and ingress proxy described by the manifests",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd.Flags())
-			if err != nil {
-				return err
-			}
-			if cfg.Manifests == "" {
-				return fmt.Errorf("--manifests: a directory of manifests is required")
-			}
-			return run(cmd.Context(), cfg)
-		},
-	}
-	addFlags(cmd.Flags())
-	return cmd
+	return manifestsCommand("run", "Run the pods, probes and ingress proxy described by the manifests",
+		func(cmd *cobra.Command, cfg *Config) error { return run(cmd.Context(), cfg) })
 }
 
 func newCheckCommand() *cobra.Command {
+	return manifestsCommand("check", "Validate the config and the manifests without running anything",
+		func(cmd *cobra.Command, cfg *Config) error { return check(cmd.OutOrStdout(), cfg) })
+}
+
+// manifestsCommand is a command that takes the config options and a
+// required manifests directory, and hands the loaded config to do.
+func manifestsCommand(use, short string, do func(*cobra.Command, *Config) error) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "check",
-		Short: "Validate the config and the manifests without running anything",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd.Flags())
@@ -73,7 +65,7 @@ func newCheckCommand() *cobra.Command {
 			if cfg.Manifests == "" {
 				return fmt.Errorf("--manifests: a directory of manifests is required")
 			}
-			return check(cmd.OutOrStdout(), cfg)
+			return do(cmd, cfg)
 		},
 	}
 	addFlags(cmd.Flags())
