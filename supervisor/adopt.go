@@ -24,7 +24,7 @@ func (s *Supervisor) adopt(ctx context.Context) error {
 	for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
 		var err error
 		sandboxes, err = s.rt.ListPodSandboxes(ctx, &cri.PodSandboxFilter{
-			LabelSelector: map[string]string{LabelManaged: "true"},
+			LabelSelector: map[string]string{LabelManaged: "true", LabelInstance: s.opts.Instance},
 		})
 		if err == nil {
 			break

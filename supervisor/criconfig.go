@@ -21,6 +21,7 @@ import (
 // restarted vigil can adopt both.
 const (
 	LabelManaged      = "vigil.dev/managed"
+	LabelInstance     = "vigil.dev/instance"
 	LabelWorkloadKind = "vigil.dev/workload-kind"
 	LabelWorkloadName = "vigil.dev/workload-name"
 	LabelTemplateHash = "pod-template-hash"
@@ -43,6 +44,7 @@ func (p *pod) sandboxConfig() *cri.PodSandboxConfig {
 	labels[runtime.LabelPodNamespace] = p.namespace
 	labels[runtime.LabelPodUID] = p.uid
 	labels[LabelManaged] = "true"
+	labels[LabelInstance] = p.s.opts.Instance
 	labels[LabelWorkloadKind] = p.workloadKind
 	labels[LabelWorkloadName] = p.workloadName
 	labels[LabelTemplateHash] = p.hash
@@ -123,6 +125,7 @@ func (p *pod) containerConfig(c *container, restartCount int32, delay time.Durat
 			runtime.LabelPodUID:        p.uid,
 			runtime.LabelContainerName: c.spec.Name,
 			LabelManaged:               "true",
+			LabelInstance:              p.s.opts.Instance,
 		},
 		Annotations: annotations,
 		LogPath:     filepath.Join(c.spec.Name, strconv.Itoa(int(restartCount))+".log"),

@@ -65,6 +65,12 @@ type Options struct {
 
 	// NodeName is reported as the pods' spec.nodeName. Default: the hostname.
 	NodeName string
+	// Instance names this vigil on the runtime. Every sandbox and container
+	// it creates carries it (label vigil.dev/instance), and it adopts, and
+	// removes as orphans, only those that carry its own: several vigils with
+	// different instance names can share one runtime without touching each
+	// other's pods. Default "default".
+	Instance string
 	// HostNetwork runs every pod in the node's network namespace and gives
 	// each declared container port its own host port from PortRange, told to
 	// the container as $PORT (the first port) and $PORT_<NAME>. Without it
@@ -112,6 +118,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.NodeName == "" {
 		o.NodeName, _ = os.Hostname()
+	}
+	if o.Instance == "" {
+		o.Instance = "default"
 	}
 	if o.PortRange == [2]int{} {
 		o.PortRange = [2]int{20000, 29999}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // option is one setting. Every option is a key in the YAML config file
@@ -52,7 +53,8 @@ var options = []option{
 	{"admin.listen", "127.0.0.1:10249", "address of the admin API (/healthz, /metrics, /pods, /events)"},
 	{"log.format", "text", "log format: text or json"},
 	{"log.level", "info", "log level: debug, info, warn or error"},
-	{"lockFile", "", "lock that keeps a second vigil off the same runtime (default: /run/vigil/<endpoint>.lock)"},
+	{"instance", "default", "name of this vigil on the runtime: it adopts and removes only pods labelled with it, so vigils with different names can share one runtime"},
+	{"lockFile", "", "lock that keeps a second vigil of the same instance off the runtime (default: /run/vigil/<endpoint>.<instance>.lock)"},
 }
 
 // Config is the parsed configuration.
@@ -87,6 +89,7 @@ type Config struct {
 	}
 	Admin    struct{ Listen string }
 	Log      struct{ Format, Level string }
+	Instance string
 	LockFile string
 }
 
@@ -203,6 +206,7 @@ func decode(v *viper.Viper) (*Config, error) {
 	c.Admin.Listen = v.GetString("admin.listen")
 	c.Log.Format = v.GetString("log.format")
 	c.Log.Level = v.GetString("log.level")
+	c.Instance = v.GetString("instance")
 	c.LockFile = v.GetString("lockFile")
 
 	if lo, hi, err := parseRange(v.GetString("pods.portRange")); err != nil {
@@ -233,6 +237,11 @@ func decode(v *viper.Viper) (*Config, error) {
 	}
 	if !strings.HasPrefix(c.Runtime.Endpoint, "unix://") {
 		errs = append(errs, fmt.Errorf("runtime.endpoint: %q must be a unix:// socket address", c.Runtime.Endpoint))
+	}
+	if c.Instance == "" {
+		errs = append(errs, errors.New("instance: must not be empty"))
+	} else if msgs := validation.IsValidLabelValue(c.Instance); len(msgs) > 0 {
+		errs = append(errs, fmt.Errorf("instance: %q is not a valid label value: %s", c.Instance, strings.Join(msgs, "; ")))
 	}
 	if c.Runtime.CallTimeout <= 0 {
 		errs = append(errs, errors.New("runtime.callTimeout: must be positive"))
@@ -294,7 +303,7 @@ func (c *Config) lockPath() string {
 		return c.LockFile
 	}
 	name := strings.NewReplacer("/", "_", ":", "_").Replace(strings.TrimPrefix(c.Runtime.Endpoint, "unix://"))
-	return "/run/vigil/" + strings.Trim(name, "_") + ".lock"
+	return "/run/vigil/" + strings.Trim(name, "_") + "." + c.Instance + ".lock"
 }
 
 func fileExists(path string) bool {

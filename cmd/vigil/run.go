@@ -92,6 +92,7 @@ func run(ctx context.Context, cfg *Config) error {
 		Logger:           log,
 		Registerer:       reg,
 		NodeName:         node,
+		Instance:         cfg.Instance,
 		HostNetwork:      cfg.Pods.Network == "host",
 		PortRange:        cfg.Pods.PortRange,
 		BackoffInitial:   cfg.Backoff.Initial,

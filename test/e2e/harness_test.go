@@ -115,6 +115,9 @@ func newVigil(t *testing.T, ns string, manifests map[string]string, o options) *
 		"pods":     map[string]any{"portRange": fmt.Sprintf("%d-%d", lo, lo+199), "resyncPeriod": "2s"},
 		"proxy":    map[string]any{"listen": v.proxy},
 		"admin":    map[string]any{"listen": v.admin},
+		// Each test's vigil is its own instance, so that test runs sharing
+		// the runtime never adopt (and remove) each other's pods.
+		"instance": ns,
 		"lockFile": filepath.Join(dir, "vigil.lock"),
 		"log":      map[string]any{"level": "debug"},
 	}
