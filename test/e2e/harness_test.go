@@ -111,10 +111,10 @@ func newVigil(t *testing.T, ns string, manifests map[string]string, o options) *
 	v.admin = freeAddr(t)
 	lo := portBase.Add(200) - 200
 	cfg := map[string]any{
-		"runtime":  map[string]any{"endpoint": e.endpoint, "logDir": filepath.Join(dir, "logs")},
-		"pods":     map[string]any{"portRange": fmt.Sprintf("%d-%d", lo, lo+199), "resyncPeriod": "2s"},
-		"proxy":    map[string]any{"listen": v.proxy},
-		"admin":    map[string]any{"listen": v.admin},
+		"runtime": map[string]any{"endpoint": e.endpoint, "logDir": filepath.Join(dir, "logs")},
+		"pods":    map[string]any{"portRange": fmt.Sprintf("%d-%d", lo, lo+199), "resyncPeriod": "2s"},
+		"proxy":   map[string]any{"listen": v.proxy},
+		"admin":   map[string]any{"listen": v.admin},
 		// Each test's vigil is its own instance, so that test runs sharing
 		// the runtime never adopt (and remove) each other's pods.
 		"instance": ns,
