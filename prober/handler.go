@@ -24,6 +24,13 @@ type handler interface {
 	probe(ctx context.Context) (outcome, error)
 }
 
+// deadlineHandler is a handler that enforces a run's deadline itself (on
+// its socket): the worker then passes its own context, for cancellation
+// only, and spares the run a derived context and its timer.
+type deadlineHandler interface {
+	probeBy(ctx context.Context, deadline time.Time) (outcome, error)
+}
+
 // outcome is one run's result and the message explaining it.
 type outcome struct {
 	result  Result

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -181,7 +182,8 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 
 func (h *httpHandler) probe(ctx context.Context) (outcome, error) {
 	if h.ka != nil {
-		return h.probeKeepAlive(ctx)
+		deadline, _ := ctx.Deadline()
+		return h.probeKeepAlive(ctx, deadline)
 	}
 	req, err := h.request(ctx)
 	if err != nil {
@@ -206,11 +208,22 @@ func (h *httpHandler) send(client *http.Client, req *http.Request) outcome {
 	return judge(resp)
 }
 
+// probeBy implements deadlineHandler: on the kept connection the deadline
+// goes on the socket; through net/http it needs a context.
+func (h *httpHandler) probeBy(ctx context.Context, deadline time.Time) (outcome, error) {
+	if h.ka != nil {
+		return h.probeKeepAlive(ctx, deadline)
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return h.probe(ctx)
+}
+
 // probeKeepAlive runs the probe on the kept connection. A redirect to the
 // same host is followed as http.Client would, with checkRedirect seeing the
 // first request as the first of the chain.
-func (h *httpHandler) probeKeepAlive(ctx context.Context) (outcome, error) {
-	resp, readErr, err := h.ka.do(ctx, maxBodyBytes)
+func (h *httpHandler) probeKeepAlive(ctx context.Context, deadline time.Time) (outcome, error) {
+	resp, readErr, err := h.ka.do(ctx, deadline, maxBodyBytes)
 	if err != nil {
 		return failure("%s", transportError(err)), nil
 	}
@@ -224,6 +237,11 @@ func (h *httpHandler) probeKeepAlive(ctx context.Context) (outcome, error) {
 		first := h.ka.req
 		switch err := checkRedirect(next, []*http.Request{first}); {
 		case err == nil:
+			if !deadline.IsZero() {
+				dctx, cancel := context.WithDeadline(next.Context(), deadline)
+				defer cancel()
+				next = next.WithContext(dctx)
+			}
 			client := *h.follow
 			client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 				return checkRedirect(req, append([]*http.Request{first}, via...))

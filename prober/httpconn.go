@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -26,8 +27,13 @@ import (
 // run only, and the idle timeout is checked when the next run takes the
 // connection, not by a timer.
 //
+// A run is given its deadline, which goes on the socket, and a context for
+// cancellation only (the worker's, for its whole life): watching that
+// context is set up once, not per run, so a run costs no derived context
+// and no timer of its own.
+//
 // Runs of one target never overlap, and close is called only between
-// runs, so keepAlive needs no lock.
+// runs; mu orders them with the cancellation callback.
 type keepAlive struct {
 	addr        string // host:port to dial
 	dialer      *net.Dialer
@@ -35,8 +41,12 @@ type keepAlive struct {
 	req         *http.Request // the same, for http.ReadResponse
 	idleTimeout time.Duration
 
-	conn     net.Conn
 	lastUsed time.Time
+
+	mu        sync.Mutex
+	conn      net.Conn
+	watched   context.Context // whose cancellation aborts the run on conn
+	stopWatch func() bool
 }
 
 // maxInformational bounds the 1xx responses skipped before the final one.
@@ -73,23 +83,29 @@ func newKeepAlive(req *http.Request, addr string, dialer *net.Dialer, idle time.
 }
 
 // do sends the request and returns the response with its body read up to
-// limit bytes (read reports how that read ended). A reused connection that
-// turns out closed by the server before it answered is replaced by a new
-// one once, as Transport does for GET.
-func (k *keepAlive) do(ctx context.Context, limit int64) (resp *http.Response, read error, err error) {
+// limit bytes (read reports how that read ended), giving up at deadline
+// (none if zero) or when ctx ends. A reused connection that turns out
+// closed by the server before it answered is replaced by a new one once, as
+// Transport does for GET.
+func (k *keepAlive) do(ctx context.Context, deadline time.Time, limit int64) (resp *http.Response, read error, err error) {
+	k.watch(ctx)
 	if k.conn != nil && time.Since(k.lastUsed) > k.idleTimeout {
 		k.close()
 	}
 	for attempt := 0; ; attempt++ {
 		reused := k.conn != nil
 		if !reused {
-			c, err := k.dialer.DialContext(ctx, "tcp", k.addr)
+			d := *k.dialer
+			d.Deadline = deadline
+			c, err := d.DialContext(ctx, "tcp", k.addr)
 			if err != nil {
 				return nil, nil, err
 			}
+			k.mu.Lock()
 			k.conn = c
+			k.mu.Unlock()
 		}
-		resp, read, err, answered := k.roundTrip(ctx, limit)
+		resp, read, err, answered := k.roundTrip(ctx, deadline, limit)
 		if err == nil {
 			return resp, read, nil
 		}
@@ -102,17 +118,14 @@ func (k *keepAlive) do(ctx context.Context, limit int64) (resp *http.Response, r
 
 // roundTrip is one request on k.conn. answered tells whether any response
 // byte arrived (then the request is not retried).
-func (k *keepAlive) roundTrip(ctx context.Context, limit int64) (resp *http.Response, read, err error, answered bool) {
+func (k *keepAlive) roundTrip(ctx context.Context, deadline time.Time, limit int64) (resp *http.Response, read, err error, answered bool) {
 	c := k.conn
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	} else {
-		_ = c.SetDeadline(time.Time{})
+	_ = c.SetDeadline(deadline)
+	// After the deadline is set: a cancellation from now on finds the
+	// connection and moves its deadline into the past (see watch).
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err, false
 	}
-	// Cancellation (the target removed mid-run) must interrupt a blocked
-	// read or write too; a deadline in the past does.
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 
 	if _, err := c.Write(k.request); err != nil {
 		return nil, nil, k.ctxErr(ctx, err), false
@@ -158,17 +171,47 @@ func (k *keepAlive) roundTrip(ctx context.Context, limit int64) (resp *http.Resp
 	return resp, read, nil, true
 }
 
-// ctxErr reports the context's error for an I/O error caused by its
-// deadline or cancellation, so that a timeout reads as it does through
-// net/http ("context deadline exceeded") rather than "i/o timeout".
+// watch makes the end of ctx interrupt a run blocked on the connection: a
+// deadline in the past fails its read or write at once. The callback is
+// registered once per context, so the worker's costs nothing per run.
+func (k *keepAlive) watch(ctx context.Context) {
+	if ctx.Done() == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.watched == ctx {
+		return
+	}
+	if k.stopWatch != nil {
+		k.stopWatch()
+	}
+	k.watched = ctx
+	k.stopWatch = context.AfterFunc(ctx, func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.watched == ctx && k.conn != nil {
+			_ = k.conn.SetDeadline(time.Unix(1, 0))
+		}
+	})
+}
+
+// ctxErr reports a deadline or cancellation as net/http does ("context
+// deadline exceeded", "context canceled") rather than as "i/o timeout".
 func (k *keepAlive) ctxErr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
 	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
 	return err
 }
 
+// close drops the connection; the next run dials a new one.
 func (k *keepAlive) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if k.conn != nil {
 		_ = k.conn.Close()
 		k.conn = nil

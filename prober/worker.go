@@ -225,14 +225,17 @@ func (w *worker) runOnce(ctx context.Context, scheduled time.Time) (hold bool) {
 // probe calls the handler under the probe's timeout. A panic in a handler
 // is an Unknown result, not the end of the worker.
 func (w *worker) probe(ctx context.Context) (o outcome, err error) {
-	pctx, cancel := context.WithTimeout(ctx, w.t.Spec.Timeout)
-	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error("probe handler panicked", "panic", r, "stack", string(debug.Stack()))
 			o, err = outcome{}, fmt.Errorf("probe handler panicked: %v", r)
 		}
 	}()
+	if dh, ok := w.h.(deadlineHandler); ok {
+		return dh.probeBy(ctx, time.Now().Add(w.t.Spec.Timeout))
+	}
+	pctx, cancel := context.WithTimeout(ctx, w.t.Spec.Timeout)
+	defer cancel()
 	return w.h.probe(pctx)
 }
 
