@@ -350,6 +350,9 @@ type runtimeStats struct {
 	sched, gcPauses *metrics.Float64Histogram
 	gcCPU, allCPU   float64
 	gcCycles        uint64
+	// runDelay is the time the process's threads waited for a CPU in the
+	// kernel's run queue: other processes on the prober's core.
+	runDelay time.Duration
 }
 
 var runtimeNames = []string{
@@ -369,7 +372,26 @@ func readRuntime() runtimeStats {
 	return runtimeStats{
 		sched: s[0].Value.Float64Histogram(), gcPauses: s[1].Value.Float64Histogram(),
 		gcCPU: s[2].Value.Float64(), allCPU: s[3].Value.Float64(), gcCycles: s[4].Value.Uint64(),
+		runDelay: runDelay(),
 	}
+}
+
+// runDelay sums the run-queue wait of the process's threads
+// (/proc/self/task/*/schedstat, second field, nanoseconds).
+func runDelay() time.Duration {
+	tasks, _ := os.ReadDir("/proc/self/task")
+	var sum int64
+	for _, t := range tasks {
+		b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/schedstat")
+		if err != nil {
+			continue
+		}
+		var run, wait int64
+		if _, err := fmt.Sscan(string(b), &run, &wait); err == nil {
+			sum += wait
+		}
+	}
+	return time.Duration(sum)
 }
 
 // report prints the runtime's figures between r0 and r.
@@ -381,8 +403,9 @@ func (r runtimeStats) report(r0 runtimeStats) {
 		gcShare = 100 * (r.gcCPU - r0.gcCPU) / d
 	}
 	fmt.Printf("go scheduler latency (runnable to running): p99 <= %v, max <= %v; "+
-		"%d GC cycles, longest stop-the-world <= %v, GC %.0f%% of the process's CPU\n",
-		p99, maxS, r.gcCycles-r0.gcCycles, maxP, gcShare)
+		"%d GC cycles, longest stop-the-world <= %v, GC %.0f%% of the process's CPU; "+
+		"threads waited %v for the CPU (kernel run queue)\n",
+		p99, maxS, r.gcCycles-r0.gcCycles, maxP, gcShare, (r.runDelay - r0.runDelay).Round(time.Millisecond))
 }
 
 // histDelta returns the p99 and the maximum (upper bucket edges) of the
