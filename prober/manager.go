@@ -27,7 +27,7 @@ const (
 
 // Options configure a Manager. The zero value works.
 type Options struct {
-	// OnUpdate is called from the worker goroutines for every run; it must be
+	// OnUpdate is called from the run goroutines for every run; it must be
 	// cheap (hand the update to a channel). Default: none.
 	OnUpdate func(Update)
 	// UserAgent of HTTP and gRPC probes. Default DefaultUserAgent.
