@@ -8,7 +8,9 @@
 // A handler (http.go, tcp.go, grpc.go, exec.go) runs one probe and returns an
 // outcome, or an error when the probe could not run at all; the worker
 // (worker.go) owns the schedule and the counters. The Manager keys workers
-// by (PodUID, Container, Kind).
+// by (PodUID, Container, Kind). A worker is a timer between runs, not a
+// goroutine: the timer starts a goroutine for the run, which arms the timer
+// for the next slot as it ends, so goroutines scale with runs in flight.
 //
 // # Schedule
 //
@@ -44,23 +46,39 @@
 // 1 s. That does not keep sockets out of TIME_WAIT on Linux: with
 // "Connection: close" the server closes first and its side waits 60 s, and
 // when the client closes first its side does. HTTP probes here therefore
-// reuse connections by default (ConnReuse): each target owns a pool of one
-// idle connection, dropped after 2*period+timeout idle and when the target
-// is removed. Go's transport retries a GET once on a fresh connection when a
-// reused one turns out closed, so a stale keep-alive connection (#15643)
-// does not fail a probe. ConnLinger keeps the kubelet's way; TCP probes
-// always connect and close with the linger (nothing to reuse).
+// reuse connections by default (ConnReuse): each target keeps one idle
+// connection, replaced when it sat idle over 2*period+timeout, and closed
+// when the target holds or is removed. Plain HTTP goes through httpconn.go:
+// the request written as prepared bytes and the response read in the run's
+// goroutine, with none of net/http's two goroutines per kept connection. A
+// GET on a reused connection that the server had closed is retried once on
+// a new one, as Go's transport does, so a stale keep-alive connection
+// (#15643) does not fail a probe. HTTPS keeps a per-target net/http pool.
+// ConnLinger keeps the kubelet's way; TCP probes always connect and close
+// with the linger (nothing to reuse).
 //
-// Measured with test/bench/probes (10,000 targets, period 1 s, loopback
-// servers in a child process, prober at GOMAXPROCS=1, on a shared 2-core VM):
+// Measured with test/bench/probes (10,000 targets, period 1 s, prober's
+// process pinned to CPU 0 at GOMAXPROCS=1, loopback servers in a child
+// process on CPU 1, on a 2-core VM shared with other work):
 //
-//	reuse:  10,000 probes/s, 0.044 CPU s per 1,000 probes, 0 failures,
-//	        TIME_WAIT 0 throughout 60 s (~300 and flat before the
-//	        connection buffers were made small; the warm-up's)
+//	reuse:  10,000 probes/s, 0.037-0.046 CPU s per 1,000 probes, 0 failures
+//	        in 20 s runs, TIME_WAIT flat (0, or a few hundred from the warm-up)
+//	        over 60 s; 1.3-2.1 MB allocated per 1,000 probes, heap 105-180 MB,
+//	        stacks under 30 MB, goroutines = runs in flight. (Before the
+//	        timer-driven workers and the kept-connection client: 0.044-0.089
+//	        CPU s, 5 MB, 300+ MB heap, 160 MB stacks, 30,000 goroutines, and
+//	        under load a collapse into timeouts and TIME_WAIT.)
 //	linger: 7,156 probes/s, 0.125 CPU s per 1,000 probes (one core
 //	        saturated), 34% failed on timeouts, TIME_WAIT 81k after 10 s and
 //	        123k after 30 s, against the kernel's 131,072 bucket limit
+//	        (measured before the changes above)
 //
-// Lateness at p50 is 0.1-0.2 ms in reuse mode; p99 is GC-bound (see the
-// TODO in worker.go).
+// Lateness: p50 0.4 ms (an idle Go runtime sleeps in epoll_wait, whose
+// timeout is in whole milliseconds, so a timer can fire up to 1 ms late).
+// The tail follows the prober's core rather than the prober: the best run
+// gave p99 20 ms with the prober's threads waiting 6 s of 20 s in the
+// kernel's run queue behind other processes on CPU 0 (the bench reports
+// that wait); with 48 s of 58 s waiting, p99 was 0.9 s. GC is 2-4% of the
+// CPU with stop-the-world pauses under 0.25 ms. The 5 ms p99 goal could not
+// be shown on that shared machine.
 package prober

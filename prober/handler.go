@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -21,6 +22,13 @@ import (
 // never counted against the thresholds.
 type handler interface {
 	probe(ctx context.Context) (outcome, error)
+}
+
+// deadlineHandler is a handler that enforces a run's deadline itself (on
+// its socket): the worker then passes its own context, for cancellation
+// only, and spares the run a derived context and its timer.
+type deadlineHandler interface {
+	probeBy(ctx context.Context, deadline time.Time) (outcome, error)
 }
 
 // outcome is one run's result and the message explaining it.
@@ -69,13 +77,27 @@ type handlerEnv struct {
 	// lingerHTTP is the transport shared by HTTP probes in ConnLinger mode:
 	// keep-alive off, sockets through dialer.
 	lingerHTTP *http.Transport
+	// redirectHTTP follows the redirects plain-HTTP probes receive in
+	// ConnReuse mode, keeping connections alive across targets.
+	redirectHTTP *http.Transport
 }
+
+// redirectIdle is how long redirectHTTP keeps an idle connection.
+const redirectIdle = time.Minute
 
 func newHandlerEnv(userAgent string, hosts *hostPolicy, conns ConnPolicy) *handlerEnv {
 	env := &handlerEnv{userAgent: userAgent, hosts: hosts, conns: conns, dialer: newDialer()}
 	env.lingerHTTP = newTransport(env.dialer)
 	env.lingerHTTP.DisableKeepAlives = true
+	env.redirectHTTP = newTransport(plainDialer())
+	env.redirectHTTP.IdleConnTimeout = redirectIdle
 	return env
+}
+
+// closeIdle drops the shared transports' idle connections.
+func (env *handlerEnv) closeIdle() {
+	env.lingerHTTP.CloseIdleConnections()
+	env.redirectHTTP.CloseIdleConnections()
 }
 
 // closer is implemented by handlers that keep connections between runs.

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -23,12 +24,21 @@ const (
 )
 
 // httpHandler probes httpGet. The request is built once per target.
+//
+// In ConnReuse mode a plain-HTTP probe goes through keepAlive (one kept
+// connection, no goroutines of its own); a same-host redirect it receives
+// is followed through net/http on the shared redirect transport. HTTPS in
+// ConnReuse mode keeps a per-target net/http pool, and ConnLinger uses the
+// shared one-connection-per-run transport.
 type httpHandler struct {
 	url     string
 	host    string // Host header override, "" for the URL's
 	header  http.Header
 	client  *http.Client
-	ownPool *http.Transport // per-target pool in ConnReuse mode; nil otherwise
+	ownPool *http.Transport // per-target pool for HTTPS in ConnReuse mode; nil otherwise
+
+	ka     *keepAlive   // plain HTTP in ConnReuse mode; nil otherwise
+	follow *http.Client // follows redirects received on ka
 }
 
 func newHTTPHandler(t *Target, env *handlerEnv) handler {
@@ -52,6 +62,21 @@ func newHTTPHandler(t *Target, env *handlerEnv) handler {
 	h := &httpHandler{url: probeURL(scheme, host, port, g.Path)}
 	h.header, h.host = probeHeader(g.HTTPHeaders, env.userAgent)
 
+	idle := 2*t.Spec.Period + t.Spec.Timeout
+	if env.conns == ConnReuse && scheme == "http" {
+		req, err := h.request(context.Background())
+		if err == nil {
+			h.ka, err = newKeepAlive(req, net.JoinHostPort(host, strconv.Itoa(port)), plainDialer(), idle)
+		}
+		if err == nil {
+			h.follow = &http.Client{Transport: env.redirectHTTP}
+			return h
+		}
+		// A request keepAlive cannot write as net/http would: net/http
+		// decides (and reports the error on every run).
+		h.ka = nil
+	}
+
 	var tr *http.Transport
 	if env.conns == ConnLinger {
 		tr = env.lingerHTTP
@@ -60,11 +85,24 @@ func newHTTPHandler(t *Target, env *handlerEnv) handler {
 		// connection is enough, and it is dropped when the target goes.
 		tr = newTransport(plainDialer())
 		tr.MaxIdleConnsPerHost = 1
-		tr.IdleConnTimeout = 2*t.Spec.Period + t.Spec.Timeout
+		tr.IdleConnTimeout = idle
 		h.ownPool = tr
 	}
 	h.client = &http.Client{Transport: tr, CheckRedirect: checkRedirect}
 	return h
+}
+
+// request is the probe's request for the handler's URL.
+func (h *httpHandler) request(ctx context.Context) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("build probe request: %w", err)
+	}
+	req.Header = h.header
+	if h.host != "" {
+		req.Host = h.host
+	}
+	return req, nil
 }
 
 // newTransport is an HTTP/1.1 transport that never takes a proxy from the
@@ -143,30 +181,119 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 }
 
 func (h *httpHandler) probe(ctx context.Context) (outcome, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
+	if h.ka != nil {
+		deadline, _ := ctx.Deadline()
+		return h.probeKeepAlive(ctx, deadline)
+	}
+	req, err := h.request(ctx)
 	if err != nil {
-		return outcome{}, fmt.Errorf("build probe request: %w", err)
+		return outcome{}, err
 	}
-	req.Header = h.header
-	if h.host != "" {
-		req.Host = h.host
-	}
+	return h.send(h.client, req), nil
+}
 
-	resp, err := h.client.Do(req)
+// send runs req through client and judges the response.
+func (h *httpHandler) send(client *http.Client, req *http.Request) outcome {
+	resp, err := client.Do(req)
 	if err != nil {
-		return failure("%s", transportError(err)), nil
+		return failure("%s", transportError(err))
 	}
 	defer resp.Body.Close()
 
 	// The body is read, capped, so that a server stalling in its body fails
 	// within the timeout; it is never echoed (the kubelet's blind-SSRF issue).
 	if _, err := readCapped(resp.Body, maxBodyBytes); err != nil {
-		return failure("read probe response body: %s", transportError(err)), nil
+		return failure("read probe response body: %s", transportError(err))
 	}
+	return judge(resp)
+}
 
+// probeBy implements deadlineHandler: on the kept connection the deadline
+// goes on the socket; through net/http it needs a context.
+func (h *httpHandler) probeBy(ctx context.Context, deadline time.Time) (outcome, error) {
+	if h.ka != nil {
+		return h.probeKeepAlive(ctx, deadline)
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	return h.probe(ctx)
+}
+
+// probeKeepAlive runs the probe on the kept connection. A redirect to the
+// same host is followed as http.Client would, with checkRedirect seeing the
+// first request as the first of the chain.
+func (h *httpHandler) probeKeepAlive(ctx context.Context, deadline time.Time) (outcome, error) {
+	resp, readErr, err := h.ka.do(ctx, deadline, maxBodyBytes)
+	if err != nil {
+		return failure("%s", transportError(err)), nil
+	}
+	next, err := redirectRequest(ctx, h.ka.req, resp)
+	if err != nil {
+		return failure("%s", err), nil
+	}
+	if next != nil {
+		// The redirect's own body does not matter (http.Client drains
+		// and drops it too).
+		first := h.ka.req
+		switch err := checkRedirect(next, []*http.Request{first}); {
+		case err == nil:
+			if !deadline.IsZero() {
+				dctx, cancel := context.WithDeadline(next.Context(), deadline)
+				defer cancel()
+				next = next.WithContext(dctx)
+			}
+			client := *h.follow
+			client.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+				return checkRedirect(req, append([]*http.Request{first}, via...))
+			}
+			return h.send(&client, next), nil
+		case !errors.Is(err, http.ErrUseLastResponse):
+			return failure("%s", err), nil
+		}
+		// Not followed: the 3xx is the final response.
+	}
+	if readErr != nil {
+		return failure("read probe response body: %s", transportError(readErr)), nil
+	}
+	return judge(resp), nil
+}
+
+// redirectRequest is the request http.Client would make to follow resp, or
+// nil when resp is not a redirect it follows.
+func redirectRequest(ctx context.Context, req *http.Request, resp *http.Response) (*http.Request, error) {
+	switch resp.StatusCode {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther,
+		http.StatusTemporaryRedirect, http.StatusPermanentRedirect:
+	default:
+		return nil, nil
+	}
+	loc := resp.Header.Get("Location")
+	if loc == "" {
+		return nil, nil
+	}
+	u, err := req.URL.Parse(loc)
+	if err != nil {
+		return nil, fmt.Errorf("failed to parse Location header %q: %w", loc, err)
+	}
+	next, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	next.Header = req.Header
+	// A Host override survives a relative redirect only, as in http.Client.
+	if req.Host != "" && req.Host != req.URL.Host {
+		if l, _ := url.Parse(loc); l != nil && !l.IsAbs() {
+			next.Host = req.Host
+		}
+	}
+	return next, nil
+}
+
+// judge turns the final response into the outcome.
+func judge(resp *http.Response) outcome {
 	code := resp.StatusCode
 	if code < http.StatusOK || code >= http.StatusBadRequest {
-		return failure("HTTP probe failed with statuscode: %d", code), nil
+		return failure("HTTP probe failed with statuscode: %d", code)
 	}
 	o := success()
 	if code >= 300 {
@@ -175,10 +302,13 @@ func (h *httpHandler) probe(ctx context.Context) (outcome, error) {
 				"statuscode %d, Location %s", code, loc.Redacted())
 		}
 	}
-	return o, nil
+	return o
 }
 
 func (h *httpHandler) close() {
+	if h.ka != nil {
+		h.ka.close()
+	}
 	if h.ownPool != nil {
 		h.ownPool.CloseIdleConnections()
 	}

@@ -59,7 +59,7 @@ func testEnv(t *testing.T, conns ConnPolicy, allowed ...string) *handlerEnv {
 		t.Fatal(err)
 	}
 	env := newHandlerEnv(DefaultUserAgent, hp, conns)
-	t.Cleanup(env.lingerHTTP.CloseIdleConnections)
+	t.Cleanup(env.closeIdle)
 	return env
 }
 

@@ -27,7 +27,7 @@ const (
 
 // Options configure a Manager. The zero value works.
 type Options struct {
-	// OnUpdate is called from the worker goroutines for every run; it must be
+	// OnUpdate is called from the run goroutines for every run; it must be
 	// cheap (hand the update to a channel). Default: none.
 	OnUpdate func(Update)
 	// UserAgent of HTTP and gRPC probes. Default DefaultUserAgent.
@@ -121,13 +121,8 @@ func (m *Manager) Add(t Target) {
 
 	w := m.newWorkerLocked(&t)
 	m.workers[k] = w
-	ctx, cancel := context.WithCancel(context.Background())
-	w.cancel = cancel
 	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		w.runLoop(ctx)
-	}()
+	w.start()
 }
 
 func (m *Manager) newWorkerLocked(t *Target) *worker {
@@ -149,11 +144,12 @@ func (m *Manager) newWorkerLocked(t *Target) *worker {
 		h:      newHandler(t, m.env),
 		gate:   g,
 		notify: m.notify,
-		done:   make(chan struct{}),
+		done:   m.wg.Done,
 		state:  InitialState(t.Kind),
 		log: m.log.With("pod", t.Namespace+"/"+t.Pod, "container", t.Container,
 			"probe", t.Kind.String()),
 	}
+	w.ctx, w.cancel = context.WithCancel(context.Background())
 	m.metrics.bind(w)
 	return w
 }
@@ -175,7 +171,7 @@ func (m *Manager) Remove(podUID, container string) {
 
 // stopLocked cancels a worker without waiting for it and forgets it.
 func (m *Manager) stopLocked(k workerKey, w *worker, forgetMetrics bool) {
-	w.cancel()
+	w.stop()
 	delete(m.workers, k)
 	ik := instanceKey{w.t.PodUID, w.t.Container, w.t.ContainerID}
 	if g := m.gates[ik]; g != nil {
@@ -199,7 +195,7 @@ func (m *Manager) Stop() {
 	m.mu.Unlock()
 
 	m.wg.Wait()
-	m.env.lingerHTTP.CloseIdleConnections()
+	m.env.closeIdle()
 }
 
 // Len is the number of targets being probed.

@@ -6,79 +6,147 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // worker probes one target on its schedule and keeps its threshold counters.
-// Its fields past the constructor are touched only by its own goroutine.
+//
+// It owns no goroutine between runs: a timer (the runtime's timer heap is
+// the scheduler) starts a goroutine for each run, and the run arms the timer
+// for the next slot as it ends. So the goroutines alive are the runs in
+// flight, not the targets, which keeps the GC's stack scanning and the
+// scheduler's queues small at thousands of targets. Runs of one worker never
+// overlap: the timer is armed only by the run that just ended.
 type worker struct {
 	t      *Target // the worker's own copy, handed out in Updates
 	h      handler
 	gate   *gate
 	log    *slog.Logger
 	notify func(Update)
+	done   func() // called once when the worker has ended
 
+	ctx    context.Context
 	cancel context.CancelFunc
-	done   chan struct{}
 
 	// Metric children resolved once, so a run costs no label lookups.
 	counts  [3]prometheus.Counter // indexed by Result
 	latency prometheus.Observer
 
-	state Result // thresholded state
-	last  Result // last counted (non-Unknown) result
-	run   int32  // consecutive runs that gave last
+	// Schedule and counters: touched only by the run goroutine of the
+	// moment, one after another (the timer orders them).
+	anchor, next time.Time
+	state        Result // thresholded state
+	last         Result // last counted (non-Unknown) result
+	run          int32  // consecutive runs that gave last
+
+	// mu guards the hand-over between the runs and stop.
+	mu      sync.Mutex
+	timer   *time.Timer
+	pending bool // the timer is armed and its run has not begun
+	running bool // a run goroutine is between its start and its end
+	stopped bool
 }
 
-// runLoop is the worker's goroutine.
-//
-// TODO: at 10,000 targets on one P, a GC mark phase (about 200 MB live:
-// one goroutine and one pooled connection per target) delays about 1% of runs
-// by 100-200 ms, missing the 5 ms p99 goal; GOGC=400 brought p99 to 7 ms in
-// one run. Fewer goroutines (one timer wheel driving a worker pool) and a
-// leaner HTTP client would shrink the heap; until then, tune GOGC. Runs follow a grid: anchor + k*period.
-// A run that overruns slots skips them; runs never overlap.
-func (w *worker) runLoop(ctx context.Context) {
-	defer close(w.done)
-	defer func() {
-		if c, ok := w.h.(closer); ok {
-			c.close()
-		}
-	}()
-	defer w.recoverPanic("worker")
+// start arms the first run. Call it once, before stop.
+func (w *worker) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.anchor = w.firstSlot(time.Now())
+	w.next = w.anchor
+	w.pending = true
+	w.timer = time.AfterFunc(time.Until(w.next), w.fire)
+}
 
-	period := w.t.Spec.Period
-	anchor := w.firstSlot(time.Now())
-	next := anchor
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-
-	for {
-		if !sleepUntil(ctx, timer, next) {
-			return
-		}
-		if w.t.Kind != Startup && w.gate.blocked() {
-			// Startup gates liveness and readiness: nothing runs until it
-			// succeeds, and then the grid restarts from that moment.
-			if !w.gate.wait(ctx) {
-				return
-			}
-			if now := time.Now(); now.After(next) {
-				anchor, next = now, now
-			}
-		}
-
-		if hold := w.runOnce(ctx, next); hold {
-			<-ctx.Done()
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		next = nextSlot(anchor, period, next, time.Now())
+// stop cancels the worker: a run in flight is aborted and its result
+// dropped, no further run starts. The worker ends (closes its connections
+// and calls done) once no run is in flight.
+func (w *worker) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.cancel()
+	if w.pending && w.timer.Stop() {
+		w.pending = false
 	}
+	idle := !w.pending && !w.running
+	w.mu.Unlock()
+	if idle {
+		w.end()
+	}
+}
+
+// end releases the handler's connections and reports the worker gone. It
+// runs once: from stop when no run was in flight or due, else from the run
+// that finds the worker stopped.
+func (w *worker) end() {
+	w.closeHandler()
+	w.done()
+}
+
+func (w *worker) closeHandler() {
+	if c, ok := w.h.(closer); ok {
+		c.close()
+	}
+}
+
+// fire is the timer's function: one run in its own goroutine, at the slot
+// w.next. Runs follow a grid: anchor + k*period; a run that overruns slots
+// skips them.
+func (w *worker) fire() {
+	w.mu.Lock()
+	w.pending = false
+	if w.stopped {
+		w.mu.Unlock()
+		w.end()
+		return
+	}
+	w.running = true
+	w.mu.Unlock()
+
+	again := w.runSlot()
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.running = false
+	if w.stopped {
+		defer w.end() // after the unlock
+		return
+	}
+	if again {
+		w.pending = true
+		w.timer.Reset(time.Until(w.next))
+	}
+}
+
+// runSlot runs the slot w.next and moves w.next to the following one. It
+// reports whether to run again; false means hold (the result stands until
+// a new container instance replaces the worker) or stopped.
+func (w *worker) runSlot() (again bool) {
+	defer w.recoverPanic("worker")
+	ctx := w.ctx
+	if w.t.Kind != Startup && w.gate.blocked() {
+		// Startup gates liveness and readiness: nothing runs until it
+		// succeeds, and then the grid restarts from that moment.
+		if !w.gate.wait(ctx) {
+			return false
+		}
+		if now := time.Now(); now.After(w.next) {
+			w.anchor, w.next = now, now
+		}
+	}
+	if hold := w.runOnce(ctx, w.next); hold {
+		// Nothing runs until the worker is replaced: its pooled
+		// connection would only sit idle.
+		w.closeHandler()
+		return false
+	}
+	if ctx.Err() != nil {
+		return false
+	}
+	w.next = nextSlot(w.anchor, w.t.Spec.Period, w.next, time.Now())
+	return true
 }
 
 // firstSlot is the first run's time: StartedAt + InitialDelay exactly, or now
@@ -111,22 +179,6 @@ func nextSlot(anchor time.Time, period time.Duration, last, now time.Time) time.
 		next = anchor.Add(k * period)
 	}
 	return next
-}
-
-// sleepUntil waits for t or for ctx to end; it reports whether to go on.
-func sleepUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
-	d := time.Until(t)
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	timer.Reset(d)
-	select {
-	case <-timer.C:
-		return true
-	case <-ctx.Done():
-		timer.Stop()
-		return false
-	}
 }
 
 // runOnce runs the handler once and reports the result. It returns whether
@@ -173,14 +225,17 @@ func (w *worker) runOnce(ctx context.Context, scheduled time.Time) (hold bool) {
 // probe calls the handler under the probe's timeout. A panic in a handler
 // is an Unknown result, not the end of the worker.
 func (w *worker) probe(ctx context.Context) (o outcome, err error) {
-	pctx, cancel := context.WithTimeout(ctx, w.t.Spec.Timeout)
-	defer cancel()
 	defer func() {
 		if r := recover(); r != nil {
 			w.log.Error("probe handler panicked", "panic", r, "stack", string(debug.Stack()))
 			o, err = outcome{}, fmt.Errorf("probe handler panicked: %v", r)
 		}
 	}()
+	if dh, ok := w.h.(deadlineHandler); ok {
+		return dh.probeBy(ctx, time.Now().Add(w.t.Spec.Timeout))
+	}
+	pctx, cancel := context.WithTimeout(ctx, w.t.Spec.Timeout)
+	defer cancel()
 	return w.h.probe(pctx)
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // fakeExec is an exec probe whose runs are scripted: run n takes took(n)
@@ -412,4 +415,46 @@ func offsets(start time.Time, ts []time.Time) []time.Duration {
 		out[i] = t.Sub(start)
 	}
 	return out
+}
+
+func TestNoGoroutinePerTargetBetweenRuns(t *testing.T) {
+	m := newTestManager(&updates{}, nil)
+	defer m.Stop()
+	before := runtime.NumGoroutine()
+	for i := range 1000 {
+		tg := execTarget(Liveness, &fakeExec{}, Spec{Period: time.Hour, InitialDelay: time.Hour})
+		tg.PodUID = "uid-" + strconv.Itoa(i)
+		m.Add(tg)
+	}
+	if n := runtime.NumGoroutine() - before; n > 10 {
+		t.Errorf("1000 targets waiting for their first run hold %d goroutines, want none of their own", n)
+	}
+	m.Stop()
+	if m.Len() != 0 {
+		t.Errorf("%d targets after Stop", m.Len())
+	}
+}
+
+func TestHoldClosesKeptConnection(t *testing.T) {
+	s := newConnServer(t, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	u := &updates{}
+	m := NewManager(Options{OnUpdate: u.add, Logger: slog.New(slog.DiscardHandler)})
+	defer m.Stop()
+	m.Add(Target{Namespace: "ns", Pod: "web", PodUID: "uid-1", Container: "app", ContainerID: "c1",
+		Kind: Liveness, Host: s.host, StartedAt: time.Now(),
+		Spec: Spec{Period: 20 * time.Millisecond, FailureThreshold: 3, Handler: corev1.ProbeHandler{
+			HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt(s.port)}}}})
+
+	// Three failures reach the threshold; liveness then holds and its kept
+	// connection has nothing left to do.
+	waitFor(t, "the kept connection to close", func() bool { return s.closed.Load() == 1 })
+	ups := u.get()
+	if len(ups) != 3 || ups[2].State != Failure || !ups[2].Changed {
+		t.Fatalf("%d updates before the connection closed, want 3 ending in Failure", len(ups))
+	}
+	if n := s.l.n.Load(); n != 1 {
+		t.Errorf("3 runs opened %d connections, want 1", n)
+	}
 }
