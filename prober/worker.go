@@ -27,9 +27,10 @@ type worker struct {
 	counts  [3]prometheus.Counter // indexed by Result
 	latency prometheus.Observer
 
-	state Result // thresholded state
-	last  Result // last counted (non-Unknown) result
-	run   int32  // consecutive runs that gave last
+	state  Result // thresholded state
+	last   Result // last counted (non-Unknown) result
+	run    int32  // consecutive runs that gave last
+	passed bool   // a run has succeeded on this instance
 }
 
 // runLoop is the worker's goroutine.
@@ -38,8 +39,11 @@ type worker struct {
 // one goroutine and one pooled connection per target) delays about 1% of runs
 // by 100-200 ms, missing the 5 ms p99 goal; GOGC=400 brought p99 to 7 ms in
 // one run. Fewer goroutines (one timer wheel driving a worker pool) and a
-// leaner HTTP client would shrink the heap; until then, tune GOGC. Runs follow a grid: anchor + k*period.
-// A run that overruns slots skips them; runs never overlap.
+// leaner HTTP client would shrink the heap; until then, tune GOGC.
+//
+// Runs follow a grid: anchor + k*period. A run that overruns slots skips
+// them; runs never overlap. A readiness probe that has not yet passed on this
+// instance also runs between slots (see readinessRetry).
 func (w *worker) runLoop(ctx context.Context) {
 	defer close(w.done)
 	defer func() {
@@ -51,12 +55,18 @@ func (w *worker) runLoop(ctx context.Context) {
 
 	period := w.t.Spec.Period
 	anchor := w.firstSlot(time.Now())
-	next := anchor
+	slot := anchor // the next grid slot not yet run
+	var retry time.Duration
+	var retryAt time.Time
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 
 	for {
-		if !sleepUntil(ctx, timer, next) {
+		at := slot
+		if !retryAt.IsZero() && retryAt.Before(slot) {
+			at = retryAt
+		}
+		if !sleepUntil(ctx, timer, at) {
 			return
 		}
 		if w.t.Kind != Startup && w.gate.blocked() {
@@ -65,20 +75,52 @@ func (w *worker) runLoop(ctx context.Context) {
 			if !w.gate.wait(ctx) {
 				return
 			}
-			if now := time.Now(); now.After(next) {
-				anchor, next = now, now
+			if now := time.Now(); now.After(at) {
+				anchor, slot, at = now, now, now
 			}
 		}
 
-		if hold := w.runOnce(ctx, next); hold {
+		if hold := w.runOnce(ctx, at); hold {
 			<-ctx.Done()
 			return
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		next = nextSlot(anchor, period, next, time.Now())
+		now := time.Now()
+		if !now.Before(slot) {
+			slot = nextSlot(anchor, period, slot, now)
+		}
+		retryAt = time.Time{}
+		if w.t.Kind == Readiness && !w.passed {
+			retry = readinessRetry(retry, period)
+			if r := now.Add(retry); r.Before(slot) {
+				retryAt = r
+			}
+		}
 	}
+}
+
+// Between a new instance's start and its first passing readiness run, a
+// failed readiness run is retried before the next slot: after
+// readinessRetryFirst, then twice as long each time, never later than the
+// grid. Until a readiness probe has passed, its state is the initial Failure
+// and failureThreshold does not apply (it counts only when leaving Success),
+// so an early failed run changes nothing; an early success only lets the
+// container take traffic sooner, which is what the kubelet achieves by
+// triggering a readiness run at each pod status sync while a started
+// container is not ready yet. The first success ends the retries, so a
+// successThreshold above 1 is still met on the grid, one period per run.
+// Liveness and startup runs never retry: their failures count towards a kill.
+const readinessRetryFirst = 5 * time.Millisecond
+
+// readinessRetry returns the wait before the next early readiness run,
+// given the previous one (zero for the first).
+func readinessRetry(prev, period time.Duration) time.Duration {
+	if prev <= 0 {
+		return min(readinessRetryFirst, period)
+	}
+	return min(2*prev, period)
 }
 
 // firstSlot is the first run's time: StartedAt + InitialDelay exactly, or now
@@ -146,6 +188,7 @@ func (w *worker) runOnce(ctx context.Context, scheduled time.Time) (hold bool) {
 
 	before := w.state
 	changed := w.count(o.result)
+	w.passed = w.passed || o.result == Success
 	w.counts[o.result].Inc()
 	w.latency.Observe(dur.Seconds())
 	w.logRun(ctx, o, before, changed, dur, ran.Sub(scheduled))
