@@ -107,15 +107,19 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 	c.restartCount = restartCount
 	c.term, c.killPending, c.killed = nil, "", false
 	c.waitReason, c.waitMessage = "", ""
-	c.startedAt = time.Now()
-	if st, err := p.s.rt.ContainerStatus(ctx, id); err == nil && st.StartedAt > 0 {
-		c.startedAt = time.Unix(0, st.StartedAt)
-	}
 	c.started = c.spec.StartupProbe == nil
 	c.ready = false
 	p.updateReady(c)
 	p.s.metrics.setRestarts(p, c)
+	// Probing starts before the runtime is asked for the exact start time:
+	// the initial delay then counts from StartContainer's return, a little
+	// after the process started, so it is never cut short, and the first
+	// run does not wait for one more runtime call.
+	c.startedAt = time.Now()
 	p.addProbes(c, false)
+	if st, err := p.s.rt.ContainerStatus(ctx, id); err == nil && st.StartedAt > 0 {
+		c.startedAt = time.Unix(0, st.StartedAt)
+	}
 	p.s.log.Info("container started", "pod", p.ref(), "container", c.spec.Name,
 		"id", shortID(id), "restartCount", restartCount)
 	if stale != "" {

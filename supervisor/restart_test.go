@@ -107,3 +107,34 @@ func TestStaleInstanceRemovedOffTheRestartPath(t *testing.T) {
 		}
 	})
 }
+
+// A runtime slow to report a new instance's status does not hold up its
+// probes: they start from StartContainer's return.
+func TestProbesStartBeforeTheStatusRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		faulty := &runtime.Faulty{Runtime: rt}
+		pm := &fakeProber{}
+		opts := testOptions(t, faulty)
+		opts.Exits, opts.Prober = rt, pm
+		s := New(opts)
+		defer runSupervisor(s)()
+		faulty.Hang(runtime.MethodContainerStatus, 1)
+		wl := withLiveness(deployment("app", 1, corev1.RestartPolicyAlways, "h"), ptr[int64](2), nil)
+		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{wl}})
+		start := time.Now()
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+
+		tg := pm.target("app/liveness")
+		if tg.ContainerID == "" || rt.running("app") != 1 {
+			t.Fatalf("probes not added while the status read hangs (target %+v)", tg)
+		}
+		if tg.StartedAt.Before(start) || tg.StartedAt.After(time.Now()) {
+			t.Errorf("probe StartedAt %v, want the start's time (%v on)", tg.StartedAt, start)
+		}
+		if n := faulty.Calls(runtime.MethodContainerStatus); n != 1 {
+			t.Errorf("%d ContainerStatus calls, want the one hanging", n)
+		}
+	})
+}
