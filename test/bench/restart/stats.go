@@ -15,7 +15,7 @@ var segNames = [...]string{
 	"exit",     // ContainerStatus confirming the stop, exit recorded
 	"backoff",  // restart policy, crash-loop backoff wait, worker wake-up
 	"cr+start", // ImagePresent, CreateContainer, StartContainer
-	"to-probe", // start returned -> first readiness run of the new instance
+	"to-probe", // start returned -> first readiness run of the new instance begins
 	"probe",    // first readiness run -> first passing readiness result
 }
 
@@ -26,7 +26,7 @@ var segHelp = [...]string{
 	"ContainerStatus calls confirming the stop and recording the exit",
 	"restart decision + crash-loop backoff wait + worker wake-up",
 	"ImagePresent + CreateContainer + StartContainer",
-	"StartContainer returned -> first readiness run begins (status read, older instance removed, probes added)",
+	"StartContainer returned -> first readiness run begins (probes added, worker scheduled)",
 	"first readiness run begins -> first passing result (includes failed runs while the app starts listening)",
 }
 
