@@ -16,6 +16,12 @@
 // The pod lives in its own namespace (-namespace); the supervisor sees only
 // that namespace, so other vigils on the same containerd are left alone, and
 // leftovers of an earlier run in it are removed first.
+//
+// Measured on the shared 2-core VM with the defaults (20 ms periods, backoff
+// 10 ms), load average 2-6 from other work: total p50 100-330 ms, of which
+// vigil's own steps (signal, drain, exit, backoff, to-probe) are about 1 ms
+// and the rest is StopContainer (35-125 ms), CreateContainer (7-20 ms),
+// StartContainer (50-150 ms) and the app starting to listen (~5 ms).
 package main
 
 import (
@@ -71,7 +77,10 @@ func main() {
 	flag.IntVar(&cfg.restarts, "restarts", 20, "liveness restarts to measure (at most 1000)")
 	flag.DurationVar(&cfg.period, "period", 20*time.Millisecond,
 		"period of the liveness and readiness probes (probe.vigil.dev/<container>.<kind>-period)")
-	flag.IntVar(&cfg.failures, "liveness-failures", 3, "livenessProbe.failureThreshold")
+	// The threshold is not part of the measured time (that starts once it is
+	// crossed); it only has to give a new instance time to listen, or a slow
+	// start under load is killed again before it gets ready.
+	flag.IntVar(&cfg.failures, "liveness-failures", 10, "livenessProbe.failureThreshold")
 	flag.DurationVar(&cfg.backoffInitial, "backoff-initial", 10*time.Millisecond, "backoff.initial")
 	flag.DurationVar(&cfg.backoffMax, "backoff-max", 10*time.Millisecond, "backoff.max")
 	flag.StringVar(&cfg.image, "image", "localhost/vigil-testapp:latest", "test app image, already in the runtime's store")
@@ -247,6 +256,7 @@ func run(cfg config) error {
 func (b *bench) measure(cur instance) ([]sample, error) {
 	client := &http.Client{Timeout: 5 * time.Second}
 	var samples []sample
+	skipped := 0
 	fmt.Printf("\n%3s %8s", "#", "total")
 	for _, n := range segNames {
 		fmt.Printf(" %8s", n)
@@ -267,16 +277,53 @@ func (b *bench) measure(cur instance) ([]sample, error) {
 			return samples, fmt.Errorf("restart %d: %w", i, err)
 		}
 		b.waitEndpoint(next, 2*time.Second)
-		s, err := analyze(b.tl.take(), cur.id, next.id)
+		marks := b.tl.take()
+		s, err := analyze(marks, cur.id, next.id)
+		cur = next
 		if err != nil {
-			return samples, fmt.Errorf("restart %d: %w", i, err)
+			// Not a sample, but the next round can start from the
+			// instance that is ready now.
+			fmt.Printf("%3d not measured: %v\n    %s\n", i+1, err, describe(marks, 12))
+			if skipped++; skipped > maxSkipped {
+				return samples, fmt.Errorf("%d rounds could not be measured", skipped)
+			}
+			continue
 		}
 		s.print(i)
 		samples = append(samples, s)
-		cur = next
+	}
+	if skipped > 0 {
+		fmt.Printf("%d of %d rounds not measured (see above)\n", skipped, b.cfg.restarts)
 	}
 	return samples, nil
 }
+
+// maxSkipped is how many rounds may fail to give a sample before the bench
+// gives up.
+const maxSkipped = 3
+
+// describe sums up a timeline for a round that could not be measured: the
+// count of each kind of mark, and the first n marks.
+func describe(marks []mark, n int) string {
+	counts := map[string]int{}
+	var kinds []string
+	for _, m := range marks {
+		if counts[m.what] == 0 {
+			kinds = append(kinds, m.what)
+		}
+		counts[m.what]++
+	}
+	var b strings.Builder
+	for _, k := range kinds {
+		fmt.Fprintf(&b, "%s x%d; ", k, counts[k])
+	}
+	for _, m := range marks[:min(n, len(marks))] {
+		fmt.Fprintf(&b, "\n    %+8.1fms %s %s", float64(m.at.Sub(marks[0].at))/1e6, m.what, shortID(m.id))
+	}
+	return b.String()
+}
+
+func shortID(id string) string { return id[:min(len(id), 12)] }
 
 // waitReady waits for an instance other than old to pass its readiness probe.
 func (b *bench) waitReady(old string, timeout time.Duration) (instance, error) {
