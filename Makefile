@@ -76,8 +76,16 @@ test: lint containerd-up
 demo: containerd-up build
 	@bash test/scripts/demo.sh $(BIN)/vigil
 
+# bench: the probe, restart and proxy benchmarks (test/bench/run.sh), about
+# 5 minutes. BENCH_ONLY picks some (e.g. BENCH_ONLY=restart); PROBE_TARGETS
+# and RESTARTS size them.
+BENCH_ONLY    ?= probes restart proxy
+PROBE_TARGETS ?= 10000
+RESTARTS      ?= 20
+
 bench: build containerd-up
-	bash test/bench/run.sh
+	BENCH_ONLY="$(BENCH_ONLY)" PROBE_TARGETS=$(PROBE_TARGETS) RESTARTS=$(RESTARTS) \
+		$(E2E_ENV) bash test/bench/run.sh
 
 clean: containerd-down
 	rm -rf $(BIN) $(BUILD)

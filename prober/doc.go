@@ -22,6 +22,14 @@
 // Spread set (found running when vigil starts) get a random first run within
 // one period. Periods down to MinPeriod (10 ms) are honoured.
 //
+// One exception to the grid: until a readiness probe has passed once on a
+// container instance, a failed run is retried early (5 ms, then doubling,
+// never past the next slot), so that a restarted container is found ready
+// within milliseconds of listening rather than up to a period later. Those
+// failures change no state (readiness starts at Failure and failureThreshold
+// counts only from Success); liveness and startup never retry, since their
+// failures count towards a kill.
+//
 // # States
 //
 // See InitialState. Thresholds count consecutive Success or Failure runs;

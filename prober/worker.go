@@ -37,10 +37,14 @@ type worker struct {
 
 	// Schedule and counters: touched only by the run goroutine of the
 	// moment, one after another (the timer orders them).
-	anchor, next time.Time
-	state        Result // thresholded state
-	last         Result // last counted (non-Unknown) result
-	run          int32  // consecutive runs that gave last
+	anchor time.Time
+	slot   time.Time     // the next grid slot not yet run
+	next   time.Time     // the next run: slot, or an earlier readiness retry
+	retry  time.Duration // the last readiness retry wait (see readinessRetry)
+	state  Result        // thresholded state
+	last   Result        // last counted (non-Unknown) result
+	run    int32         // consecutive runs that gave last
+	passed bool          // a run has succeeded on this instance
 
 	// mu guards the hand-over between the runs and stop.
 	mu      sync.Mutex
@@ -55,7 +59,7 @@ func (w *worker) start() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.anchor = w.firstSlot(time.Now())
-	w.next = w.anchor
+	w.slot, w.next = w.anchor, w.anchor
 	w.pending = true
 	w.timer = time.AfterFunc(time.Until(w.next), w.fire)
 }
@@ -91,9 +95,10 @@ func (w *worker) closeHandler() {
 	}
 }
 
-// fire is the timer's function: one run in its own goroutine, at the slot
-// w.next. Runs follow a grid: anchor + k*period; a run that overruns slots
-// skips them.
+// fire is the timer's function: one run in its own goroutine, at w.next.
+// Runs follow a grid: anchor + k*period; a run that overruns slots skips
+// them. A readiness probe that has not yet passed on this instance also runs
+// between slots (see readinessRetry).
 func (w *worker) fire() {
 	w.mu.Lock()
 	w.pending = false
@@ -120,7 +125,7 @@ func (w *worker) fire() {
 	}
 }
 
-// runSlot runs the slot w.next and moves w.next to the following one. It
+// runSlot runs at w.next and moves w.next to the following run. It
 // reports whether to run again; false means hold (the result stands until
 // a new container instance replaces the worker) or stopped.
 func (w *worker) runSlot() (again bool) {
@@ -133,7 +138,7 @@ func (w *worker) runSlot() (again bool) {
 			return false
 		}
 		if now := time.Now(); now.After(w.next) {
-			w.anchor, w.next = now, now
+			w.anchor, w.slot, w.next = now, now, now
 		}
 	}
 	if hold := w.runOnce(ctx, w.next); hold {
@@ -145,8 +150,40 @@ func (w *worker) runSlot() (again bool) {
 	if ctx.Err() != nil {
 		return false
 	}
-	w.next = nextSlot(w.anchor, w.t.Spec.Period, w.next, time.Now())
+	period, now := w.t.Spec.Period, time.Now()
+	if !now.Before(w.slot) {
+		w.slot = nextSlot(w.anchor, period, w.slot, now)
+	}
+	w.next = w.slot
+	if w.t.Kind == Readiness && !w.passed {
+		w.retry = readinessRetry(w.retry, period)
+		if r := now.Add(w.retry); r.Before(w.slot) {
+			w.next = r
+		}
+	}
 	return true
+}
+
+// Between a new instance's start and its first passing readiness run, a
+// failed readiness run is retried before the next slot: after
+// readinessRetryFirst, then twice as long each time, never later than the
+// grid. Until a readiness probe has passed, its state is the initial Failure
+// and failureThreshold does not apply (it counts only when leaving Success),
+// so an early failed run changes nothing; an early success only lets the
+// container take traffic sooner, which is what the kubelet achieves by
+// triggering a readiness run at each pod status sync while a started
+// container is not ready yet. The first success ends the retries, so a
+// successThreshold above 1 is still met on the grid, one period per run.
+// Liveness and startup runs never retry: their failures count towards a kill.
+const readinessRetryFirst = 5 * time.Millisecond
+
+// readinessRetry returns the wait before the next early readiness run,
+// given the previous one (zero for the first).
+func readinessRetry(prev, period time.Duration) time.Duration {
+	if prev <= 0 {
+		return min(readinessRetryFirst, period)
+	}
+	return min(2*prev, period)
 }
 
 // firstSlot is the first run's time: StartedAt + InitialDelay exactly, or now
@@ -198,6 +235,7 @@ func (w *worker) runOnce(ctx context.Context, scheduled time.Time) (hold bool) {
 
 	before := w.state
 	changed := w.count(o.result)
+	w.passed = w.passed || o.result == Success
 	w.counts[o.result].Inc()
 	w.latency.Observe(dur.Seconds())
 	w.logRun(ctx, o, before, changed, dur, ran.Sub(scheduled))

@@ -458,3 +458,112 @@ func TestHoldClosesKeptConnection(t *testing.T) {
 		t.Errorf("3 runs opened %d connections, want 1", n)
 	}
 }
+
+// at returns start plus each offset.
+func at(start time.Time, offs ...time.Duration) []time.Time {
+	out := make([]time.Time, len(offs))
+	for i, d := range offs {
+		out[i] = start.Add(d)
+	}
+	return out
+}
+
+func TestReadinessRetriesUntilFirstPass(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		// Refused three times while the app starts, then passing.
+		f := &fakeExec{code: func(n int) int32 { return map[bool]int32{true: 1}[n < 3] }}
+		u := &updates{}
+		m := newTestManager(u, nil)
+		defer m.Stop()
+		m.Add(execTarget(Readiness, f, Spec{Period: 10 * time.Second}))
+		time.Sleep(25 * time.Second)
+		synctest.Wait()
+
+		ms := time.Millisecond
+		// Retries 5, 10 and 20 ms apart; from the first pass on, the grid.
+		want := at(start, 0, 5*ms, 15*ms, 35*ms, 10*time.Second, 20*time.Second)
+		if got := f.runs(); !equalTimes(got, want) {
+			t.Errorf("runs at %v, want %v", offsets(start, got), offsets(start, want))
+		}
+		got := u.get()
+		if len(got) < 4 || !got[3].Changed || got[3].State != Success {
+			t.Fatalf("updates %+v: want the fourth run to make the probe ready", got)
+		}
+		for i, up := range got[:3] {
+			if up.Changed || up.State != Failure {
+				t.Errorf("run %d before the pass: state %v changed %v, want failure unchanged", i, up.State, up.Changed)
+			}
+		}
+		if !got[1].Scheduled.Equal(start.Add(5*ms)) || got[1].Ran.Sub(got[1].Scheduled) != 0 {
+			t.Errorf("retry scheduled %v ran %v, want both at 5ms",
+				got[1].Scheduled.Sub(start), got[1].Ran.Sub(start))
+		}
+	})
+}
+
+func TestReadinessRetriesStayWithinTheGrid(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		f := &fakeExec{code: func(int) int32 { return 1 }} // never ready
+		m := newTestManager(&updates{}, nil)
+		defer m.Stop()
+		m.Add(execTarget(Readiness, f, Spec{Period: 100 * time.Millisecond}))
+		time.Sleep(450 * time.Millisecond)
+		synctest.Wait()
+
+		ms := time.Millisecond
+		// 5, 10, 20, 40 ms apart; the next wait (80 ms) would pass the slot
+		// at 100, and the one after (100 ms) is the period: the grid only.
+		want := at(start, 0, 5*ms, 15*ms, 35*ms, 75*ms, 100*ms, 200*ms, 300*ms, 400*ms)
+		if got := f.runs(); !equalTimes(got, want) {
+			t.Errorf("runs at %v, want %v", offsets(start, got), offsets(start, want))
+		}
+	})
+}
+
+func TestReadinessSuccessThresholdCountsOnTheGrid(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		f := &fakeExec{code: func(n int) int32 { return map[bool]int32{true: 1}[n == 0] }}
+		u := &updates{}
+		m := newTestManager(u, nil)
+		defer m.Stop()
+		m.Add(execTarget(Readiness, f, Spec{Period: time.Second, SuccessThreshold: 2}))
+		time.Sleep(1500 * time.Millisecond)
+		synctest.Wait()
+
+		want := at(start, 0, 5*time.Millisecond, time.Second)
+		if got := f.runs(); !equalTimes(got, want) {
+			t.Errorf("runs at %v, want %v", offsets(start, got), offsets(start, want))
+		}
+		got := u.get()
+		if len(got) != 3 || got[1].Changed || !got[2].Changed || got[2].State != Success {
+			t.Errorf("updates %+v: want ready only at the second success, one period after the first", got)
+		}
+	})
+}
+
+func TestLivenessAndStartupFailuresStayOnTheGrid(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		start := time.Now()
+		live := &fakeExec{code: func(int) int32 { return 1 }}
+		startup := &fakeExec{code: func(int) int32 { return 1 }}
+		m := newTestManager(&updates{}, nil)
+		defer m.Stop()
+		m.Add(execTarget(Liveness, live, Spec{Period: time.Second, FailureThreshold: 3}))
+		st := execTarget(Startup, startup, Spec{Period: time.Second, FailureThreshold: 4})
+		st.Container = "init"
+		m.Add(st)
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+
+		s := time.Second
+		if got, want := live.runs(), at(start, 0, s, 2*s); !equalTimes(got, want) {
+			t.Errorf("liveness ran at %v, want %v", offsets(start, got), offsets(start, want))
+		}
+		if got, want := startup.runs(), at(start, 0, s, 2*s, 3*s); !equalTimes(got, want) {
+			t.Errorf("startup ran at %v, want %v", offsets(start, got), offsets(start, want))
+		}
+	})
+}

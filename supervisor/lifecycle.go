@@ -93,9 +93,11 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 	p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeNormal, ReasonStarted,
 		"Started container "+c.spec.Name)
 
-	// Keep the instance before this one for lastState; older ones go.
+	// Keep the instance before this one for lastState; the one before that
+	// goes, once the new instance is being probed.
+	stale := ""
 	if c.prevID != "" && c.prevID != c.id {
-		_ = p.s.rt.RemoveContainer(ctx, c.prevID)
+		stale = c.prevID
 	}
 	if c.id != "" {
 		c.prevID = c.id
@@ -105,17 +107,39 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 	c.restartCount = restartCount
 	c.term, c.killPending, c.killed = nil, "", false
 	c.waitReason, c.waitMessage = "", ""
-	c.startedAt = time.Now()
-	if st, err := p.s.rt.ContainerStatus(ctx, id); err == nil && st.StartedAt > 0 {
-		c.startedAt = time.Unix(0, st.StartedAt)
-	}
 	c.started = c.spec.StartupProbe == nil
 	c.ready = false
 	p.updateReady(c)
 	p.s.metrics.setRestarts(p, c)
+	// Probing starts before the runtime is asked for the exact start time:
+	// the initial delay then counts from StartContainer's return, a little
+	// after the process started, so it is never cut short, and the first
+	// run does not wait for one more runtime call.
+	c.startedAt = time.Now()
 	p.addProbes(c, false)
+	if st, err := p.s.rt.ContainerStatus(ctx, id); err == nil && st.StartedAt > 0 {
+		c.startedAt = time.Unix(0, st.StartedAt)
+	}
 	p.s.log.Info("container started", "pod", p.ref(), "container", c.spec.Name,
 		"id", shortID(id), "restartCount", restartCount)
+	if stale != "" {
+		p.removeInBackground(ctx, stale)
+	}
+}
+
+// removeInBackground removes an ended instance that no state refers to any
+// more. Nothing waits for it: in the worker it would hold up the handling
+// of the new instance's first probe results (its readiness, hence its
+// endpoints) for as long as the runtime takes. A removal that fails leaves
+// the container to adoption, which removes all but the two newest instances.
+func (p *pod) removeInBackground(ctx context.Context, id string) {
+	p.s.workers.Add(1) // the calling worker is counted, so Wait has not returned
+	go func() {
+		defer p.s.workers.Done()
+		if err := p.s.rt.RemoveContainer(ctx, id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			p.s.log.Debug("remove old container instance failed", "pod", p.ref(), "id", shortID(id), "err", err)
+		}
+	}()
 }
 
 // startFailed leaves c waiting after a failed start and backs off: the next
@@ -234,11 +258,17 @@ func (p *pod) kill(ctx context.Context, c *container) {
 	grace := p.killGrace(c)
 	// A pod being removed stops waiting here: teardown stops the container
 	// under its own deadline.
-	if err := p.stopContainer(ctx, c.id, grace, p.termCh); err != nil {
+	st, err := p.stopContainer(ctx, c.id, grace, p.termCh)
+	if err != nil {
 		return // still owed; the next sync tries again
 	}
 	c.killed = true
-	p.noteExit(ctx, c, nil)
+	// The status that confirmed the stop is how the instance ended.
+	var stErr error
+	if st == nil {
+		stErr = runtime.ErrNotFound
+	}
+	p.recordExit(c, nil, st, stErr)
 }
 
 // killGrace is the grace period of a probe kill of c: the failed probe's own
@@ -280,8 +310,10 @@ func (p *pod) drain(ctx context.Context, bound time.Duration) {
 // backoff while the runtime fails or hangs (each call is bounded by grace
 // plus Options.StopMargin). No new instance starts before this returns nil,
 // so two copies never run at once. It gives up only when ctx ends or abort
-// is closed.
-func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration, abort <-chan struct{}) error {
+// is closed. It returns the status that confirmed the stop, nil when the
+// runtime no longer knows the container.
+func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration,
+	abort <-chan struct{}) (*cri.ContainerStatus, error) {
 	delay := time.Second
 	for attempt := 1; ; attempt++ {
 		err := p.s.rt.StopContainer(ctx, id, grace)
@@ -289,12 +321,12 @@ func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration,
 			st, serr := p.s.rt.ContainerStatus(ctx, id)
 			switch {
 			case errors.Is(serr, runtime.ErrNotFound):
-				return nil
+				return nil, nil
 			case serr != nil:
 				err = serr
 			case st.State == cri.ContainerState_CONTAINER_EXITED ||
 				st.State == cri.ContainerState_CONTAINER_CREATED:
-				return nil
+				return st, nil
 			default:
 				err = fmt.Errorf("container still %s after stop", st.State)
 			}
@@ -307,9 +339,9 @@ func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration,
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-abort:
-			return errors.New("stop container: pod is being removed")
+			return nil, errors.New("stop container: pod is being removed")
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 30*time.Second)
@@ -319,11 +351,17 @@ func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration,
 // noteExit records that instance c.id has ended, reading how from the
 // runtime; hint comes from an exit event when there is one.
 func (p *pod) noteExit(ctx context.Context, c *container, hint *runtime.Exit) {
+	st, err := p.s.rt.ContainerStatus(ctx, c.id)
+	p.recordExit(c, hint, st, err)
+}
+
+// recordExit records how instance c.id ended from its status st as read
+// from the runtime (err when that failed), unless st says it still runs.
+func (p *pod) recordExit(c *container, hint *runtime.Exit, st *cri.ContainerStatus, err error) {
 	t := &terminated{containerID: c.id, startedAt: c.startedAt, finishedAt: time.Now(), reason: "Error"}
 	if hint != nil {
 		t.exitCode, t.finishedAt = hint.ExitCode, hint.ExitedAt
 	}
-	st, err := p.s.rt.ContainerStatus(ctx, c.id)
 	switch {
 	case err == nil && (st.State == cri.ContainerState_CONTAINER_RUNNING ||
 		st.State == cri.ContainerState_CONTAINER_UNKNOWN):
@@ -457,7 +495,7 @@ func (p *pod) teardown() {
 		if c.phase == phaseRunning {
 			p.s.rec.record(p.objRef(c.spec.Name), corev1.EventTypeNormal, ReasonKilling,
 				"Stopping container "+c.spec.Name)
-			if err := p.stopContainer(ctx, c.id, grace, nil); err != nil {
+			if _, err := p.stopContainer(ctx, c.id, grace, nil); err != nil {
 				p.s.log.Warn("container did not stop, removing its sandbox anyway",
 					"pod", p.ref(), "container", c.spec.Name, "err", err)
 			}
