@@ -207,7 +207,10 @@ func run(cfg config) error {
 	pm := prober.NewManager(prober.Options{OnUpdate: b.onUpdate, Logger: logger, Registerer: reg})
 	defer pm.Stop()
 	b.sup = supervisor.New(supervisor.Options{
-		Runtime:          &timedRuntime{Runtime: criRT, tl: b.tl, namespace: cfg.namespace},
+		Runtime: &timedRuntime{Runtime: criRT, tl: b.tl},
+		// Its own instance: the bench never adopts the pods of other vigils
+		// on the same containerd.
+		Instance:         "bench-restart",
 		Exits:            exits,
 		Prober:           pm,
 		Endpoints:        &timedSink{Proxy: px, tl: b.tl},

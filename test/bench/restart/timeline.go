@@ -58,31 +58,15 @@ func (t *timeline) take() []mark {
 	return out
 }
 
-// timedRuntime marks the CRI calls of the restart path and keeps the
-// supervisor's view of the runtime to the bench's own namespace, so that
-// adoption never takes over pods that other vigils on the same containerd
-// run.
+// timedRuntime marks the CRI calls of the restart path.
 type timedRuntime struct {
 	runtime.Runtime
-	tl        *timeline
-	namespace string
+	tl *timeline
 }
 
 func (r *timedRuntime) timed(what, id string) func() {
 	r.tl.add(what+begin, id, time.Now())
 	return func() { r.tl.add(what+end, id, time.Now()) }
-}
-
-func (r *timedRuntime) ListPodSandboxes(ctx context.Context, f *cri.PodSandboxFilter) ([]*cri.PodSandbox, error) {
-	scoped := &cri.PodSandboxFilter{LabelSelector: map[string]string{}}
-	if f != nil {
-		scoped.Id, scoped.State = f.Id, f.State
-		for k, v := range f.LabelSelector {
-			scoped.LabelSelector[k] = v
-		}
-	}
-	scoped.LabelSelector[runtime.LabelPodNamespace] = r.namespace
-	return r.Runtime.ListPodSandboxes(ctx, scoped)
 }
 
 func (r *timedRuntime) StopContainer(ctx context.Context, id string, grace time.Duration) error {
