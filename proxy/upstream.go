@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,10 +40,11 @@ type upConn struct {
 
 // fastPath reports whether out can go through upstream: a bodiless request
 // with an idempotent method (so that a keep-alive connection the backend
-// closed meanwhile can be retried on a new one, RFC 9110 9.2.2) and no
-// Upgrade.
+// closed meanwhile can be retried on a new one, RFC 9110 9.2.2), no Upgrade,
+// and a path that writeHead sends as it is ("//x" would need a scheme).
 func fastPath(out *http.Request, up string) bool {
-	return up == "" && out.Body == http.NoBody && idempotent(out.Method)
+	return up == "" && out.Body == http.NoBody && idempotent(out.Method) &&
+		strings.HasPrefix(out.URL.Opaque, "/") && !strings.HasPrefix(out.URL.Opaque, "//")
 }
 
 // staleError marks a failure before any byte of a response came back. On a
@@ -101,9 +103,7 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 		return nil, err
 	}
 
-	if err := req.Write(uc.bw); err != nil {
-		return fail(&staleError{err})
-	}
+	writeHead(uc.bw, req)
 	if err := uc.bw.Flush(); err != nil {
 		return fail(&staleError{err})
 	}
@@ -130,7 +130,9 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 		}
 		res.Body.Close()
 	}
-	if u.headerTimeout > 0 {
+	// The header timeout must not cut the body, unless all of it is
+	// buffered already; the next request sets its own deadline.
+	if u.headerTimeout > 0 && (res.ContentLength < 0 || int64(uc.br.Buffered()) < res.ContentLength) {
 		_ = uc.nc.SetReadDeadline(time.Time{})
 	}
 	// A body delimited by the connection's end leaves nothing to reuse.
@@ -139,6 +141,65 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 	res.Body = &upBody{u: u, uc: uc, addr: addr, gone: gone, rc: res.Body, stop: stop,
 		reusable: reusable}
 	return res, nil
+}
+
+// writeHead writes the head of a bodiless request, as Request.Write would
+// but without its allocations. The header comes from the server's parser,
+// which admits no CR or LF, and from the proxy's own rewrites.
+func writeHead(bw *bufio.Writer, req *http.Request) {
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.Opaque)
+	if req.URL.RawQuery != "" {
+		bw.WriteByte('?')
+		bw.WriteString(req.URL.RawQuery)
+	}
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	// As Request.Write: Go's User-Agent unless the client sent one, none
+	// if it sent an empty one.
+	ua := defaultUserAgent
+	if v, ok := req.Header["User-Agent"]; ok {
+		ua = ""
+		if len(v) > 0 {
+			ua = v[0]
+		}
+	}
+	if ua != "" {
+		writeField(bw, "User-Agent", ua)
+	}
+	// RFC 9110 8.6: a request whose method defines a body says when it is
+	// empty.
+	if req.Method == http.MethodPut {
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	for k, vv := range req.Header {
+		switch k {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		for _, v := range vv {
+			writeField(bw, k, v)
+		}
+	}
+	bw.WriteString("\r\n")
+}
+
+const defaultUserAgent = "Go-http-client/1.1"
+
+func writeField(bw *bufio.Writer, k, v string) {
+	if strings.ContainsAny(v, "\r\n") {
+		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+	}
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
 }
 
 // take returns an idle connection to addr that has not expired, or nil.

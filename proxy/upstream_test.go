@@ -2,10 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"reflect"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -170,4 +173,41 @@ type countingConn struct {
 func (c *countingConn) Close() error {
 	c.closed = true
 	return nil
+}
+
+// writeHead sends what Request.Write would for the requests it takes.
+func TestWriteHeadMatchesRequestWrite(t *testing.T) {
+	for _, tc := range []struct {
+		method, path, query string
+		header              http.Header
+	}{
+		{"GET", "/", "", http.Header{"Accept": {"*/*"}, "X-Forwarded-For": {"127.0.0.1"}}},
+		{"HEAD", "/a/b", "x=1&y=%20", http.Header{"Cookie": {"a=1", "b=2"}, "User-Agent": {"wrk"}}},
+		{"PUT", "/put", "", http.Header{"User-Agent": {""}}},
+		{"DELETE", "/d", "", http.Header{"X-Odd": {"a\r\nb"}}},
+		{"OPTIONS", "/o", "", http.Header{}},
+	} {
+		req := &http.Request{Method: tc.method, Host: "app.test:8080", Header: tc.header,
+			URL:  &url.URL{Scheme: "http", Host: "10.0.0.1:80", Opaque: tc.path, RawQuery: tc.query},
+			Body: http.NoBody, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1}
+		var want, got bytes.Buffer
+		if err := req.Write(&want); err != nil {
+			t.Fatal(err)
+		}
+		bw := bufio.NewWriter(&got)
+		writeHead(bw, req)
+		bw.Flush()
+		w, err := http.ReadRequest(bufio.NewReader(&want))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := http.ReadRequest(bufio.NewReader(&got))
+		if err != nil {
+			t.Fatalf("%s %s: writeHead wrote %q: %v", tc.method, tc.path, got.String(), err)
+		}
+		if g.Method != w.Method || g.RequestURI != w.RequestURI || g.Host != w.Host ||
+			g.ContentLength != w.ContentLength || !reflect.DeepEqual(g.Header, w.Header) {
+			t.Errorf("%s %s:\nwriteHead     %q\nRequest.Write %q", tc.method, tc.path, got.String(), want.String())
+		}
+	}
 }
