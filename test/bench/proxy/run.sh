@@ -2,9 +2,9 @@
 # Benchmark vigil's ingress proxy against nginx as the same reverse proxy,
 # with a direct-to-backend baseline, all in one run on 127.0.0.1.
 #
-# Fairness: each proxy gets one core and one worker (nginx worker_processes 1,
-# vigil GOMAXPROCS=1), pinned with taskset to CPU $PROXY_CPU; the backend and
-# wrk share CPU $LOAD_CPU. Both proxies keep connections to the backend alive
+# Fairness: each proxy gets the same workers on the same cores: by default one
+# (nginx worker_processes 1, vigil GOMAXPROCS=1) pinned with taskset to CPU
+# $PROXY_CPU, while the backend and wrk share CPU $LOAD_CPU. Both proxies keep connections to the backend alive
 # (nginx upstream keepalive, vigil's idle pool), serve unlimited requests per
 # client connection, log no access and add X-Forwarded-For/-Host/-Proto.
 # Besides wrk's requests/s and latency, the script reports each proxy's CPU
@@ -15,7 +15,8 @@
 #   PROXY_BENCH_PORT_BASE [18080]  backend, vigil, nginx on base, +1, +2
 #   DURATION [10s]  WARMUP [2s]  CONNECTIONS [32]  THREADS [1]
 #   ROUNDS [1]      runs of vigil and nginx, interleaved
-#   PROXY_CPU [0]   LOAD_CPU [1]
+#   PROXY_CPU [0]   LOAD_CPU [1]   taskset CPU lists, e.g. PROXY_CPU=0,1
+#   WORKERS [1]     nginx worker_processes and vigil's GOMAXPROCS
 #   BODY_SIZE [1024] response bytes
 #   CPUPROFILE      when set, vigil writes a CPU profile of its run there
 #   OUT             directory for logs and binaries [a new temporary one]
@@ -32,6 +33,7 @@ threads=${THREADS:-1}
 rounds=${ROUNDS:-1}
 proxy_cpu=${PROXY_CPU:-0}
 load_cpu=${LOAD_CPU:-1}
+workers=${WORKERS:-1}
 body_size=${BODY_SIZE:-1024}
 out=${OUT:-$(mktemp -d /tmp/proxy-bench.XXXXXX)}
 mkdir -p "$out"
@@ -78,9 +80,13 @@ wait_http() {
 	return 1
 }
 
-# cpu_ticks prints a process's user+sys clock ticks.
+# cpu_ticks prints the user+sys clock ticks of the processes listed.
 cpu_ticks() {
-	awk '{print $14 + $15}' "/proc/$1/stat"
+	local pid sum=0
+	for pid in ${1//,/ }; do
+		sum=$((sum + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+	done
+	echo "$sum"
 }
 
 # to_ms converts a wrk duration (850.00us, 1.20ms, 2.00s) to milliseconds.
@@ -93,7 +99,7 @@ to_ms() {
 }
 
 # measure runs wrk against addr and prints "rps p50_ms p99_ms cpu_us_per_req";
-# pid is the process whose CPU is counted ("-" for none).
+# pid lists the processes whose CPU is counted, comma-separated ("-": none).
 measure() {
 	local name=$1 addr=$2 pid=$3 file=$out/wrk-$1-$4.txt t0=0 t1=0
 	taskset -c "$load_cpu" wrk -t"$threads" -c"$conns" -d"$warmup" "http://$addr/" >/dev/null
@@ -124,7 +130,7 @@ log "building into $out"
 	go build -o "$out/vigilproxy" ./test/bench/proxy/vigilproxy)
 
 cat >"$out/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $workers;
 daemon off;
 pid $out/nginx.pid;
 error_log $out/nginx-error.log warn;
@@ -164,7 +170,7 @@ GOMAXPROCS=1 taskset -c "$load_cpu" "$out/backend" -addr "$backend_addr" -size "
 pids+=($!)
 profile=()
 [[ -n ${CPUPROFILE:-} ]] && profile=(-cpuprofile "$CPUPROFILE")
-GOMAXPROCS=1 taskset -c "$proxy_cpu" "$out/vigilproxy" -listen "$vigil_addr" \
+GOMAXPROCS=$workers taskset -c "$proxy_cpu" "$out/vigilproxy" -listen "$vigil_addr" \
 	-upstream "$backend_addr" "${profile[@]}" 2>"$out/vigil.log" &
 vigil_pid=$!
 pids+=($vigil_pid)
@@ -175,11 +181,12 @@ pids+=($nginx_pid)
 wait_http "$backend_addr"
 wait_http "$vigil_addr"
 wait_http "$nginx_addr"
-# With daemon off nginx's master forks one worker; its CPU is what counts.
-nginx_worker=$(pgrep -P "$nginx_pid" | head -n1)
+# With daemon off the master stays in the foreground and forks the workers;
+# theirs is the CPU that counts.
+nginx_workers=$(pgrep -P "$nginx_pid" | paste -sd,)
 
-log "wrk -t$threads -c$conns, ${warmup} warm-up + ${duration} each; proxies on CPU $proxy_cpu," \
-	"backend and wrk on CPU $load_cpu; $body_size-byte responses"
+log "wrk -t$threads -c$conns, ${warmup} warm-up + ${duration} each; proxies with $workers" \
+	"worker(s) on CPU $proxy_cpu, backend and wrk on CPU $load_cpu; $body_size-byte responses"
 printf '%-8s %5s %10s %9s %9s %12s\n' target round req/s p50_ms p99_ms cpu_us/req
 read -r d_rps d_p50 d_p99 _ < <(measure direct "$backend_addr" - 1)
 printf '%-8s %5s %10s %9s %9s %12s\n' direct 1 "$d_rps" "$d_p50" "$d_p99" -
@@ -190,7 +197,7 @@ for ((r = 1; r <= rounds; r++)); do
 	printf '%-8s %5s %10s %9s %9s %12s\n' vigil "$r" "$rps" "$p50" "$p99" "$cpu"
 	v_rps=$(sum "$v_rps" "$rps") v_p50=$(sum "$v_p50" "$p50") v_p99=$(sum "$v_p99" "$p99")
 	v_cpu=$(sum "$v_cpu" "$cpu")
-	read -r rps p50 p99 cpu < <(measure nginx "$nginx_addr" "$nginx_worker" "$r")
+	read -r rps p50 p99 cpu < <(measure nginx "$nginx_addr" "$nginx_workers" "$r")
 	printf '%-8s %5s %10s %9s %9s %12s\n' nginx "$r" "$rps" "$p50" "$p99" "$cpu"
 	n_rps=$(sum "$n_rps" "$rps") n_p50=$(sum "$n_p50" "$p50") n_p99=$(sum "$n_p99" "$p99")
 	n_cpu=$(sum "$n_cpu" "$cpu")
