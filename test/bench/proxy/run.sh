@@ -181,6 +181,13 @@ pids+=($nginx_pid)
 wait_http "$backend_addr"
 wait_http "$vigil_addr"
 wait_http "$nginx_addr"
+# A 200 from a port that another program holds would measure that program.
+for pid in "${pids[@]}"; do
+	if ! kill -0 "$pid" 2>/dev/null; then
+		log "a server exited at start (port in use?); logs in $out"
+		exit 1
+	fi
+done
 # With daemon off the master stays in the foreground and forks the workers;
 # theirs is the CPU that counts.
 nginx_workers=$(pgrep -P "$nginx_pid" | paste -sd,)
