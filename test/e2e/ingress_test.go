@@ -45,6 +45,7 @@ func TestIngressLoadDuringLivenessRestart(t *testing.T) {
 		return len(load.podsSeen()) == 3
 	})
 
+	failAt := time.Now()
 	control(t, sickAddr, "/control/fail")
 	v.waitFor("restartCount 1", 30*time.Second, func() bool {
 		p, ok := findPod(v.pods(), sick.Name)
@@ -79,8 +80,10 @@ func TestIngressLoadDuringLivenessRestart(t *testing.T) {
 	// changed. Requests are sent every few ms, so a late removal shows.
 	const tolerance = 100 * time.Millisecond
 	logs := v.readJSONLog()
-	out := firstEvent(logs, ns+"/"+sick.Name, "Unhealthy", "Readiness probe failed")
-	if kill := firstEvent(logs, ns+"/"+sick.Name, "Killing", "failed liveness probe"); !kill.IsZero() &&
+	// A probe may also have failed at start, before the app listened.
+	const failed500 = " probe failed: HTTP probe failed with statuscode: 500"
+	out := firstEvent(logs, failAt, ns+"/"+sick.Name, "Unhealthy", "Readiness"+failed500)
+	if kill := firstEvent(logs, failAt, ns+"/"+sick.Name, "Killing", "failed liveness probe"); !kill.IsZero() &&
 		(out.IsZero() || kill.Before(out)) {
 		out = kill
 	}
@@ -104,8 +107,10 @@ func TestIngressLoadDuringLivenessRestart(t *testing.T) {
 		t.Errorf("%d requests sent more than %s after %s left rotation (at %s) reached it; last sent %s after",
 			late, tolerance, sick.Name, out.Format(time.RFC3339Nano), lastOld.Sub(out))
 	}
-	t.Logf("last request to the failing instance was sent %s after its first failed readiness result",
-		lastOld.Sub(out))
+	t.Logf("last request to the failing instance was sent %s after it left rotation", lastOld.Sub(out))
+	if live := firstEvent(logs, failAt, ns+"/"+sick.Name, "Unhealthy", "Liveness"+failed500); !live.IsZero() {
+		t.Logf("first failed liveness result %s after the readiness one", live.Sub(out))
+	}
 
 	// The proxy never dialled the container while it stopped and restarted:
 	// a retry or a 5xx would show that it was still in rotation.
@@ -325,11 +330,12 @@ func (v *vigil) readJSONLog() []logLine {
 	return out
 }
 
-// firstEvent returns the log time of the first event on pod with the reason
-// and a message containing substr, or the zero time.
-func firstEvent(logs []logLine, pod, reason, substr string) time.Time {
+// firstEvent returns the log time of the first event after since on pod
+// with the reason and a message containing substr, or the zero time.
+func firstEvent(logs []logLine, since time.Time, pod, reason, substr string) time.Time {
 	for _, l := range logs {
-		if l.Msg == "event" && l.Pod == pod && l.Reason == reason && strings.Contains(l.Message, substr) {
+		if l.Msg == "event" && l.Time.After(since) && l.Pod == pod && l.Reason == reason &&
+			strings.Contains(l.Message, substr) {
 			return l.Time
 		}
 	}
