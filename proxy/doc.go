@@ -64,6 +64,10 @@
 // gets "Server: vigil"; net/http adds Date. A client that hangs up is
 // counted as 499, not as a backend failure. Backends are spoken to over
 // HTTP/1.1 with keep-alive; clients may use HTTP/1.1, or HTTP/2 over TLS.
+// Bodiless requests with an idempotent method, the bulk of traffic, are
+// written and read on the handler's goroutine over the proxy's own
+// connection pool (upstream.go); requests with a body or an Upgrade go
+// through net/http's Transport.
 //
 // TLS certificates come from kubernetes.io/tls Secrets named in spec.tls,
 // chosen by SNI: exact name, then wildcard, then the Secret of an entry

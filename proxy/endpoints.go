@@ -153,6 +153,7 @@ func (p *Proxy) SetEndpoints(eps []ServiceEndpoints) {
 			continue
 		}
 		e.removed.Store(true)
+		p.up.closeIdle(addr)
 		if e.inflight.Load() == 0 {
 			delete(p.eps, addr)
 		}

@@ -102,7 +102,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, path 
 		out.url.Host = e.addr
 		o.endpoint = e
 		o.attempts++
-		res, err := p.transport.RoundTrip(&out.req)
+		var res *http.Response
+		if fastPath(&out.req, up) {
+			res, err = p.up.roundTrip(&out.req, &e.removed)
+		} else {
+			res, err = p.transport.RoundTrip(&out.req)
+		}
 		if err == nil {
 			p.respond(w, r, pl, e, res, up, o, now)
 			e.release()

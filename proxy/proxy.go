@@ -17,7 +17,8 @@ import (
 type Proxy struct {
 	opts      Options
 	table     atomic.Pointer[table]
-	transport *http.Transport
+	transport *http.Transport // requests with a body or an Upgrade
+	up        *upstream       // the others
 	metrics   *metrics
 	notFound  *route
 
@@ -55,6 +56,13 @@ func New(opts Options) *Proxy {
 		DisableCompression: true,
 		// Backends speak HTTP/1.1; a non-nil empty map turns h2 off.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
+	p.up = &upstream{
+		dial:          p.transport.DialContext,
+		maxIdle:       opts.MaxIdleConnsPerHost,
+		idleTimeout:   opts.UpstreamIdleTimeout,
+		headerTimeout: opts.ResponseHeaderTimeout,
+		now:           time.Now,
 	}
 	return p
 }
