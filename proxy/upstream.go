@@ -94,7 +94,15 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 	gone *atomic.Bool) (*http.Response, error) {
 	ctx := req.Context()
 	// A client that goes away aborts the exchange, as with http.Transport.
-	stop := context.AfterFunc(ctx, func() { _ = uc.nc.SetDeadline(time.Unix(1, 0)) })
+	stop := context.AfterFunc(ctx, func() { _ = uc.nc.SetDeadline(aborted) })
+	// readDeadline sets the read deadline without undoing an abort that
+	// came in between: after the set, a done ctx puts the abort back.
+	readDeadline := func(t time.Time) {
+		_ = uc.nc.SetReadDeadline(t)
+		if ctx.Err() != nil {
+			_ = uc.nc.SetDeadline(aborted)
+		}
+	}
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		if cerr := ctx.Err(); cerr != nil {
@@ -108,7 +116,7 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 		return fail(&staleError{err})
 	}
 	if u.headerTimeout > 0 {
-		_ = uc.nc.SetReadDeadline(time.Now().Add(u.headerTimeout))
+		readDeadline(time.Now().Add(u.headerTimeout))
 	}
 	if _, err := uc.br.Peek(1); err != nil {
 		if isTimeout(err) {
@@ -133,7 +141,7 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 	// The header timeout must not cut the body, unless all of it is
 	// buffered already; the next request sets its own deadline.
 	if u.headerTimeout > 0 && (res.ContentLength < 0 || int64(uc.br.Buffered()) < res.ContentLength) {
-		_ = uc.nc.SetReadDeadline(time.Time{})
+		readDeadline(time.Time{})
 	}
 	// A body delimited by the connection's end leaves nothing to reuse.
 	reusable := !res.Close && res.StatusCode != http.StatusSwitchingProtocols &&
@@ -142,6 +150,10 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 		reusable: reusable}
 	return res, nil
 }
+
+// aborted is a deadline in the past: set on a connection, it fails the
+// reads and writes in progress at once.
+var aborted = time.Unix(1, 0)
 
 // writeHead writes the head of a bodiless request, as Request.Write would
 // but without its allocations. The header comes from the server's parser,
