@@ -71,7 +71,7 @@ func (s *Supervisor) publishEndpoints() {
 func (p *pod) endpointState() (string, bool) {
 	p.stateMu.Lock()
 	defer p.stateMu.Unlock()
-	return p.ip, p.ready && !p.term && p.ip != ""
+	return p.ip, p.ready && !p.term && p.withheld == 0 && p.ip != ""
 }
 
 // Endpoints returns the latest published endpoints.

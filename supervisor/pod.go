@@ -57,11 +57,15 @@ type pod struct {
 
 	stateMu sync.Mutex
 	view    *corev1.Pod
-	ready   bool   // may get traffic
-	ip      string // address endpoints use
-	term    bool
-	termCh  chan struct{}
-	gone    bool
+	ready   bool // may get traffic
+	// withheld counts probe results that take the pod out of rotation and
+	// are still in the inbox: the pod gets no traffic until the worker has
+	// taken them in, even while it is stuck in a runtime call.
+	withheld int
+	ip       string // address endpoints use
+	term     bool
+	termCh   chan struct{}
+	gone     bool
 }
 
 // Container phases, as the worker sees them.
@@ -104,7 +108,17 @@ type terminated struct {
 }
 
 type exitSignal struct{ runtime.Exit }
-type probeSignal struct{ prober.Update }
+type probeSignal struct {
+	prober.Update
+	withheld bool // counted in pod.withheld until handled
+}
+
+// takesOutOfRotation reports whether a probe result ends the container's
+// claim to traffic: readiness turning to failure, or liveness or startup
+// reaching their failure threshold (a kill follows).
+func takesOutOfRotation(u prober.Update) bool {
+	return u.Changed && u.State != prober.Success
+}
 
 func newPod(s *Supervisor, pp podParams) (*pod, error) {
 	if pp.created.IsZero() {
@@ -183,7 +197,7 @@ func (p *pod) removed() bool {
 func (p *pod) isReady() bool {
 	p.stateMu.Lock()
 	defer p.stateMu.Unlock()
-	return p.ready && !p.term
+	return p.ready && !p.term && p.withheld == 0
 }
 
 // run is the pod's worker: it syncs the pod with the runtime, then waits for
@@ -315,6 +329,12 @@ func (p *pod) handle(ctx context.Context, sig any) {
 		}
 	case probeSignal:
 		p.handleProbe(ctx, sig.Update)
+		if sig.withheld {
+			p.stateMu.Lock()
+			p.withheld--
+			p.stateMu.Unlock()
+			p.s.podChanged() // the pod's own state rules again
+		}
 	}
 }
 

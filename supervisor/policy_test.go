@@ -253,3 +253,71 @@ func cancelledCtx() context.Context {
 	cancel()
 	return ctx
 }
+
+// A result that takes a container out of rotation reaches the endpoints at
+// once, even while the pod's worker is stuck in a runtime call; the kill
+// that follows waits for the worker.
+func TestOutOfRotationWhileWorkerStuck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		faulty := &runtime.Faulty{Runtime: rt}
+		pm := &fakeProber{}
+		sink := &fakeSink{}
+		opts := testOptions(t, faulty)
+		opts.Exits, opts.Prober, opts.Endpoints = rt, pm, sink
+		opts.ResyncPeriod = time.Second
+		opts.CallTimeout = 30 * time.Second
+		s := New(opts)
+		defer runSupervisor(s)()
+		wl := withLiveness(deployment("app", 1, corev1.RestartPolicyAlways, "h"), ptr[int64](2), nil)
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "app"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "app"},
+				Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http")}}},
+		}
+		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{wl}, Services: []*corev1.Service{svc}})
+		time.Sleep(500 * time.Millisecond)
+		synctest.Wait()
+		endpoints := func() int {
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			n := 0
+			for _, se := range sink.last {
+				for _, eps := range se.Ports {
+					n += len(eps)
+				}
+			}
+			return n
+		}
+		if n := endpoints(); n != 1 {
+			t.Fatalf("%d endpoints before the failure, want 1", n)
+		}
+
+		// The next resync's first call hangs for the call timeout.
+		faulty.Hang(runtime.MethodPodSandboxStatus, 1)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if faulty.Calls(runtime.MethodPodSandboxStatus) == 0 {
+			t.Fatal("the worker did not enter the hanging call")
+		}
+		pm.fail(s, "app")
+		synctest.Wait()
+		if n := endpoints(); n != 0 {
+			t.Errorf("%d endpoints right after the liveness failure, want 0 though the worker is stuck", n)
+		}
+		if n := rt.callsOf("StopContainer"); n != 0 {
+			t.Errorf("%d StopContainer calls while the worker is stuck, want none yet", n)
+		}
+
+		// Once the call times out, the kill and restart follow, and the new
+		// instance is back in rotation.
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if n := rt.callsOf("StopContainer"); n == 0 {
+			t.Errorf("no StopContainer after the worker came free")
+		}
+		if n := endpoints(); n != 1 {
+			t.Errorf("%d endpoints after the restart, want 1", n)
+		}
+	})
+}

@@ -296,9 +296,20 @@ func (s *Supervisor) ProbeResult(u prober.Update) {
 	s.mu.Lock()
 	p := s.pods[u.Target.PodUID]
 	s.mu.Unlock()
-	if p != nil {
-		p.send(probeSignal{u})
+	if p == nil {
+		return
 	}
+	if !takesOutOfRotation(u) {
+		p.send(probeSignal{Update: u})
+		return
+	}
+	// The endpoints go at once, without waiting for the pod's worker,
+	// which may be inside a slow runtime call.
+	p.stateMu.Lock()
+	p.withheld++
+	p.stateMu.Unlock()
+	p.send(probeSignal{Update: u, withheld: true})
+	s.publishEndpoints()
 }
 
 // reconcile compares desired workloads with the pods that exist and starts
