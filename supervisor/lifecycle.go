@@ -319,7 +319,9 @@ func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration,
 // noteExit records that instance c.id has ended, reading how from the
 // runtime; hint comes from an exit event when there is one.
 func (p *pod) noteExit(ctx context.Context, c *container, hint *runtime.Exit) {
-	t := &terminated{containerID: c.id, startedAt: c.startedAt, finishedAt: time.Now(), reason: "Error"}
+	// The reason stays empty unless the runtime gives one, so that an exit
+	// known only from its event is named by its code below.
+	t := &terminated{containerID: c.id, startedAt: c.startedAt, finishedAt: time.Now()}
 	if hint != nil {
 		t.exitCode, t.finishedAt = hint.ExitCode, hint.ExitedAt
 	}

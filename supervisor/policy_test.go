@@ -253,3 +253,35 @@ func cancelledCtx() context.Context {
 	cancel()
 	return ctx
 }
+
+// An exit event can arrive before the runtime's status shows the exit. The
+// exit is then taken from the event, and a code of 0 is Completed: under
+// OnFailure the container stays down instead of reading as an Error.
+func TestExitEventAheadOfStatus(t *testing.T) {
+	rt := newFakeRuntime()
+	s := New(testOptions(t, rt))
+	wl := deployment("app", 1, corev1.RestartPolicyOnFailure, "h")
+	p, err := newPod(s, podParams{name: "p", namespace: "ns", uid: "u", workloadKind: "Deployment",
+		template: wl.Template})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := p.createSandbox(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := p.containers[0]
+	p.startContainer(ctx, c)
+	if c.phase != phaseRunning {
+		t.Fatalf("container not running after start: phase %d", c.phase)
+	}
+	// The fake still reports the container running.
+	p.noteExit(ctx, c, &runtime.Exit{ContainerID: c.id, ExitCode: 0, ExitedAt: time.Now()})
+	if c.phase != phaseExited || c.term.reason != "Completed" || c.term.exitCode != 0 {
+		t.Fatalf("after an exit event with code 0: phase %d, term %+v, want exited Completed", c.phase, c.term)
+	}
+	p.afterExit(c, time.Now())
+	if c.phase != phaseTerminated {
+		t.Errorf("OnFailure restarted a container that completed: phase %d", c.phase)
+	}
+}
