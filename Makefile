@@ -11,9 +11,11 @@ CTR_DIR ?= /var/lib/vigil-test/containerd
 CTR_SOCK := $(CTR_DIR)/containerd.sock
 export CTR_DIR
 
+# VIGIL_CTR_DIR lets the tests restart that containerd (test/e2e's
+# TestContainerdRestart); leave it unset against a containerd others use.
 E2E_ENV := VIGIL_CRI_ENDPOINT=unix://$(CTR_SOCK) VIGIL_CONTAINERD_ADDRESS=$(CTR_SOCK) \
 	VIGIL_IMAGES_DIR=$(BUILD)/images VIGIL_BIN=$(BIN)/vigil-race VIGIL_CRICTL=$(BIN)/crictl \
-	VIGIL_REQUIRE_INTEGRATION=1
+	VIGIL_REQUIRE_INTEGRATION=1 VIGIL_CTR_DIR=$(CTR_DIR)
 
 .PHONY: all build build-race deps images crictl containerd-up containerd-down \
 	test unit integration e2e lint demo bench clean chromium
