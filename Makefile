@@ -61,7 +61,7 @@ unit: chromium
 
 # integration and e2e need the private containerd (containerd-up).
 integration:
-	$(E2E_ENV) $(GO) test -race -count=1 ./runtime/...
+	$(E2E_ENV) $(GO) test -race -count=1 ./runtime/... ./supervisor/...
 
 e2e: build-race crictl
 	$(E2E_ENV) $(GO) test -count=1 -timeout 20m -v ./test/e2e/... 2>&1 | tee $(BUILD)/e2e.log | \
