@@ -99,6 +99,7 @@ spec:
           ports: [{name: http, containerPort: 8080}]
           livenessProbe:
             httpGet: {path: /health, port: http}
+            initialDelaySeconds: 1
             periodSeconds: 1
             failureThreshold: 1
           readinessProbe:

@@ -39,7 +39,7 @@ type appSpec struct {
 	restartPolicy corev1.RestartPolicy
 	image         string            // default localhost/vigil-testapp:latest
 	env           map[string]string // besides POD_NAME and CONTAINER_NAME
-	liveness      bool              // GET /health every second, one failure kills
+	liveness      bool              // GET /health every second from 1s on, one failure kills
 	readiness     bool              // GET /health every second
 	service       bool              // a Service and an Ingress for host NAME.test
 }
@@ -72,6 +72,7 @@ func appManifest(s appSpec) string {
 	if s.liveness {
 		container += `    livenessProbe:
       httpGet: {path: /health, port: http}
+      initialDelaySeconds: 1
       periodSeconds: 1
       failureThreshold: 1
 `
