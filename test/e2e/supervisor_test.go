@@ -675,73 +675,85 @@ func tagImage(t *testing.T, e env, from, to string) {
 	t.Cleanup(func() { _, _ = ctr("images", "rm", to) })
 }
 
-// 6. A Deployment's image changes: the new pod comes up and is Ready before
-// the old one stops, /endpoints never shows the Service without a ready
-// endpoint and no request through the proxy fails.
+// 6. A Deployment's image changes: with maxSurge 1 and maxUnavailable 0 it
+// rolls one pod at a time, each new pod Ready before an old one stops;
+// /endpoints never shows fewer ready endpoints than replicas, no request
+// through the proxy fails and at most replicas+1 pods exist at once.
 func TestRollingImageChange(t *testing.T) {
 	const ns = "e2e-rollout"
 	const v2 = "localhost/vigil-testapp:e2e-rollout-v2"
+	const replicas = 2
 	tagImage(t, needEnv(t), "localhost/vigil-testapp:latest", v2)
-	spec := appSpec{name: "roll", readiness: true, service: true}
+	spec := appSpec{name: "roll", replicas: replicas, readiness: true, service: true}
 	v := newVigil(t, ns, map[string]string{"roll.yaml": appManifest(spec)}, options{})
 	v.start()
-	old := v.readyPods("roll-", 1, 60*time.Second)[0]
+	old := map[string]bool{}
+	for _, p := range v.readyPods("roll-", replicas, 60*time.Second) {
+		old[p.Name] = true
+	}
 
 	spec.image = v2
 	v.writeManifest("roll.yaml", withNamespace(appManifest(spec), ns))
 
-	var (
-		samples, gets        int
-		newPod               string
-		newReadyAt, oldEndAt int // sample numbers; -1 until seen
-	)
-	newReadyAt, oldEndAt = -1, -1
+	stopping := map[string]int{} // old pod -> first sample showing it terminating or gone
+	ready := map[string]int{}    // new pod -> first sample showing it Ready
+	samples, mostPods := 0, 0
 	deadline := time.Now().Add(60 * time.Second)
-	for i := 0; ; i++ {
+	for ; ; samples++ {
 		if time.Now().After(deadline) {
-			t.Fatalf("rollout not done within 60s (new pod %q ready at sample %d)", newPod, newReadyAt)
+			t.Fatalf("rollout not done within 60s: %d new pods ready, %d old ones stopping", len(ready), len(stopping))
 		}
 		n, err := v.endpointCount(ns, "roll")
 		if err != nil {
 			t.Fatalf("GET /endpoints: %v", err)
 		}
-		samples++
-		if n < 1 {
-			t.Fatalf("sample %d: the Service has no ready endpoint", i)
+		if n < replicas {
+			t.Fatalf("sample %d: the Service has %d ready endpoints, want at least %d", samples, n, replicas)
 		}
-		code, s, err := v.get("roll.test", "/")
-		gets++
+		code, served, err := v.get("roll.test", "/")
 		if err != nil || code != 200 {
-			t.Fatalf("sample %d: GET via the proxy: %d %v", i, code, err)
+			t.Fatalf("sample %d: GET via the proxy: %d %v", samples, code, err)
 		}
-		var oldSeen bool
-		for _, p := range v.pods() {
+		pods := v.pods()
+		mostPods = max(mostPods, len(pods))
+		listed := map[string]bool{}
+		for _, p := range pods {
+			listed[p.Name] = true
 			switch {
-			case p.Name == old.Name:
-				oldSeen = p.DeletionTimestamp == nil
-			case strings.HasPrefix(p.Name, "roll-") && podReady(p) && newReadyAt < 0:
-				newPod, newReadyAt = p.Name, i
-				if img := containerStatus(p, "app").Image; img != v2 {
-					t.Errorf("new pod %s runs %s, want %s", p.Name, img, v2)
+			case old[p.Name]:
+				if _, ok := stopping[p.Name]; !ok && p.DeletionTimestamp != nil {
+					stopping[p.Name] = samples
+				}
+			case podReady(p) && p.DeletionTimestamp == nil:
+				if _, ok := ready[p.Name]; !ok {
+					ready[p.Name] = samples
+					if img := containerStatus(p, "app").Image; img != v2 {
+						t.Errorf("new pod %s runs %s, want %s", p.Name, img, v2)
+					}
 				}
 			}
 		}
-		if !oldSeen && oldEndAt < 0 {
-			oldEndAt = i
+		for name := range old {
+			if _, ok := stopping[name]; !ok && !listed[name] {
+				stopping[name] = samples
+			}
 		}
-		if oldEndAt >= 0 && newReadyAt >= 0 && s.Pod == newPod {
+		if len(stopping) > len(ready) {
+			t.Fatalf("sample %d: %d old pods stopping but only %d new ones Ready (%v, %v)",
+				samples, len(stopping), len(ready), stopping, ready)
+		}
+		if len(stopping) == replicas && len(ready) == replicas && !old[served.Pod] {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("%d endpoint samples and %d GETs; new pod %s ready at sample %d, old one terminating at %d",
-		samples, gets, newPod, newReadyAt, oldEndAt)
-	if newReadyAt < 0 || oldEndAt < newReadyAt {
-		t.Errorf("old pod began stopping at sample %d, before the new one was Ready (sample %d)", oldEndAt, newReadyAt)
+	t.Logf("%d samples of /endpoints, the proxy and /pods; new pods ready at %v, old ones stopping at %v",
+		samples, ready, stopping)
+	if mostPods > replicas+1 {
+		t.Errorf("%d pods at once during the rollout, want at most %d (maxSurge 1)", mostPods, replicas+1)
 	}
-	v.waitFor("the old pod removed", 30*time.Second, func() bool {
-		_, ok := v.pod(old.Name)
-		return !ok && len(sandboxes(t, v.env, ns)) == 1
+	v.waitFor("the old pods removed", 30*time.Second, func() bool {
+		return len(v.pods()) == replicas && len(sandboxes(t, v.env, ns)) == replicas
 	})
 }
 
