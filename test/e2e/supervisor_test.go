@@ -173,13 +173,11 @@ type instanceTracker struct {
 
 	mu   sync.Mutex
 	seen map[string]*instance
-	// maxRunning is the most instances of one pod seen running at once.
-	maxRunning map[string]int
 }
 
 func newInstanceTracker(t *testing.T, e env, ns string) *instanceTracker {
 	return &instanceTracker{t: t, rt: criClient(t, e), ns: ns,
-		seen: map[string]*instance{}, maxRunning: map[string]int{}}
+		seen: map[string]*instance{}}
 }
 
 // poll reads the current containers once.
@@ -193,14 +191,10 @@ func (tr *instanceTracker) poll() {
 		tr.t.Logf("list containers: %v", err)
 		return
 	}
-	running := map[string]int{}
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	for _, c := range list {
 		pod := c.Labels[runtime.LabelPodName]
-		if c.State == cri.ContainerState_CONTAINER_RUNNING {
-			running[pod]++
-		}
 		in := tr.seen[c.Id]
 		if in != nil && in.state == cri.ContainerState_CONTAINER_EXITED {
 			continue
@@ -224,9 +218,6 @@ func (tr *instanceTracker) poll() {
 		}
 		in.exitCode = st.ExitCode
 	}
-	for pod, n := range running {
-		tr.maxRunning[pod] = max(tr.maxRunning[pod], n)
-	}
 }
 
 // instances returns the instances of pods named with prefix, oldest first.
@@ -243,11 +234,29 @@ func (tr *instanceTracker) instances(prefix string) []instance {
 	return out
 }
 
-// most is the largest number of instances of one pod seen running at once.
-func (tr *instanceTracker) most(pod string) int {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return tr.maxRunning[pod]
+// overlaps lists the instances of pod that started before the one created
+// before them had finished: two copies running at once. It goes by the
+// runtime's start and finish times rather than by states listed together,
+// since the CRI may still list an instance as running for a moment after
+// its exit event, when vigil has rightly started the next one.
+func (tr *instanceTracker) overlaps(pod string) []string {
+	ins := tr.instances(pod)
+	var out []string
+	unknown := 0
+	for i := 1; i < len(ins); i++ {
+		prev, next := ins[i-1], ins[i]
+		switch {
+		case prev.finished.IsZero():
+			unknown++
+		case !next.started.IsZero() && next.started.Before(prev.finished):
+			out = append(out, fmt.Sprintf("%s started at %s, before %s finished at %s", next.id[:12],
+				next.started.Format(time.StampMilli), prev.id[:12], prev.finished.Format(time.StampMilli)))
+		}
+	}
+	if unknown > 0 {
+		tr.t.Logf("%s: %d of %d instances removed before their finish time was seen", pod, unknown, len(ins))
+	}
+	return out
 }
 
 // 1. A container that exits at once restarts at once, then after initial,
@@ -522,8 +531,8 @@ func TestKilledVigilAdoptsCrashLoop(t *testing.T) {
 	if n := len(v.pods()); n != 1 {
 		t.Errorf("/pods lists %d pods, want 1", n)
 	}
-	if m := tr.most(pod.Name); m > 1 {
-		t.Errorf("saw %d instances running at once", m)
+	if o := tr.overlaps(pod.Name); len(o) > 0 {
+		t.Errorf("two instances ran at once: %v", o)
 	}
 }
 
@@ -553,20 +562,34 @@ func containerdScript(t *testing.T, dir, cmd string) {
 
 // 4. containerd goes down under a running vigil and comes back: vigil keeps
 // its pods (no duplicate, none lost), notices an exit that happened while
-// the daemon was down, and the pods are served throughout what the proxy
-// can serve.
+// the daemon was down, a crash-looping pod carries on with its count, and
+// the proxy serves throughout.
 func TestContainerdRestart(t *testing.T) {
 	const ns = "e2e-ctrd-restart"
 	dir := containerdDir(t)
-	v := newVigil(t, ns, map[string]string{"web.yaml": appManifest(appSpec{
-		name: "web", replicas: 2, readiness: true, service: true,
-	})}, options{config: fastBackoff(time.Second, 2*time.Second)})
+	v := newVigil(t, ns, map[string]string{
+		"web.yaml":   appManifest(appSpec{name: "web", replicas: 2, readiness: true, service: true}),
+		"crash.yaml": appManifest(appSpec{name: "crash", env: map[string]string{"EXIT_AFTER": "0.5", "EXIT_CODE": "1"}}),
+	}, options{config: fastBackoff(time.Second, 2*time.Second)})
 	v.start()
+	tr := newInstanceTracker(t, v.env, ns)
 	before := v.readyPods("web-", 2, 60*time.Second)
+	var crash string
+	v.waitFor("the crash loop under way", 30*time.Second, func() bool {
+		tr.poll()
+		for _, p := range v.pods() {
+			if strings.HasPrefix(p.Name, "crash-") && containerStatus(p, "app").RestartCount >= 1 {
+				crash = p.Name
+				return true
+			}
+		}
+		return false
+	})
 	sbBefore := sandboxes(t, v.env, ns)
-	if len(sbBefore) != 2 {
-		t.Fatalf("%d sandboxes before the restart, want 2", len(sbBefore))
+	if len(sbBefore) != 3 {
+		t.Fatalf("%d sandboxes before the restart, want 3", len(sbBefore))
 	}
+	crashBefore := v.restarts(crash)
 
 	containerdScript(t, dir, "stop")
 	// While the daemon is down the containers keep running under their
@@ -579,11 +602,22 @@ func TestContainerdRestart(t *testing.T) {
 	}
 	containerdScript(t, dir, "up")
 	back := time.Now()
-
 	v.waitFor("the exit noticed and the pod restarted", 30*time.Second, func() bool {
 		return v.restarts(victim.Name) == 1
 	})
 	t.Logf("exit seen and restarted %s after containerd came back", time.Since(back).Round(time.Millisecond))
+	v.waitFor("the crash loop to carry on", 30*time.Second, func() bool {
+		tr.poll()
+		n := v.restarts(crash)
+		if n >= 0 && n < crashBefore {
+			t.Fatalf("crash-looping pod's restartCount went back from %d to %d", crashBefore, n)
+		}
+		return n >= crashBefore+2
+	})
+	if o := tr.overlaps(crash); len(o) > 0 {
+		t.Errorf("two instances of the crash-looping pod ran at once: %v", o)
+	}
+
 	p, _ := v.pod(victim.Name)
 	if term := containerStatus(p, "app").LastTerminationState.Terminated; term == nil || term.ExitCode != 5 {
 		t.Errorf("lastState.terminated %+v, want exit code 5", term)
@@ -598,8 +632,8 @@ func TestContainerdRestart(t *testing.T) {
 		t.Errorf("untouched pod %s restarted %d times", before[1].Name, n)
 	}
 	sbAfter := sandboxes(t, v.env, ns)
-	if len(sbAfter) != 2 {
-		t.Fatalf("%d sandboxes after the restart, want the same 2", len(sbAfter))
+	if len(sbAfter) != 3 {
+		t.Fatalf("%d sandboxes after the restart, want the same 3", len(sbAfter))
 	}
 	ids := map[string]bool{}
 	for _, sb := range sbBefore {
