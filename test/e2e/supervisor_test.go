@@ -930,7 +930,8 @@ func retagArchive(t *testing.T, src, dst, ref string) {
 }
 
 // 8. `vigil image import FILE` puts an archive into the runtime's store: a
-// pod waiting for a missing image starts once it is imported.
+// pod waiting for a missing image starts once it is imported. An archive in
+// runtime.imagesDir is imported when vigil starts, before any pod.
 func TestImageImport(t *testing.T) {
 	const ns = "e2e-import"
 	e := needEnv(t)
@@ -938,15 +939,23 @@ func TestImageImport(t *testing.T) {
 	if imagesDir == "" {
 		imagesDir = filepath.Join("..", "..", "build", "images")
 	}
-	ref := fmt.Sprintf("localhost/vigil-testapp:e2e-import-%d", time.Now().UnixNano())
+	stamp := time.Now().UnixNano()
+	ref := fmt.Sprintf("localhost/vigil-testapp:e2e-import-%d", stamp)
+	atStart := fmt.Sprintf("localhost/vigil-testapp:e2e-imagesdir-%d", stamp)
 	archive := filepath.Join(t.TempDir(), "retagged.tar")
 	retagArchive(t, filepath.Join(imagesDir, "testapp.tar"), archive, ref)
+	startDir := t.TempDir()
+	retagArchive(t, filepath.Join(imagesDir, "testapp.tar"), filepath.Join(startDir, "testapp.tar"), atStart)
 	t.Cleanup(func() {
-		_ = exec.Command("ctr", "-a", e.containerd, "-n", "k8s.io", "images", "rm", ref).Run()
+		for _, r := range []string{ref, atStart} {
+			_ = exec.Command("ctr", "-a", e.containerd, "-n", "k8s.io", "images", "rm", r).Run()
+		}
 	})
 
-	v := newVigil(t, ns, map[string]string{"imp.yaml": appManifest(appSpec{name: "imp", image: ref, readiness: true})},
-		options{config: fastBackoff(time.Second, 2*time.Second)})
+	v := newVigil(t, ns, map[string]string{
+		"imp.yaml": appManifest(appSpec{name: "imp", image: ref, readiness: true}),
+		"dir.yaml": appManifest(appSpec{name: "dir", image: atStart, readiness: true}),
+	}, options{config: fastBackoff(time.Second, 2*time.Second) + "runtime:\n  imagesDir: " + startDir + "\n"})
 	v.start()
 	v.waitFor("the pod waiting for its image", 20*time.Second, func() bool {
 		for _, p := range v.pods() {
@@ -963,6 +972,12 @@ func TestImageImport(t *testing.T) {
 	}
 	if !strings.Contains(out, ref) {
 		t.Errorf("vigil image import printed %q, want the image name %s", out, ref)
+	}
+	if p := v.readyPods("dir-", 1, 30*time.Second)[0]; containerStatus(p, "app").RestartCount != 0 {
+		t.Errorf("pod of the image from runtime.imagesDir: %+v", containerStatus(p, "app"))
+	}
+	if !strings.Contains(readLog(t, v), atStart) {
+		t.Errorf("vigil's log does not name the image imported from runtime.imagesDir")
 	}
 	p := v.readyPods("imp-", 1, 30*time.Second)[0]
 	if img := containerStatus(p, "app").Image; img != ref {
