@@ -842,18 +842,27 @@ func TestManifestChanges(t *testing.T) {
 		return sbCount("extra") == 0
 	})
 
-	// A bad edit: replicas may not be negative.
-	bad := strings.Replace(withNamespace(appManifest(keep), ns), "replicas: 1", "replicas: -2", 1)
-	v.writeManifest("keep.yaml", bad)
-	v.waitFor("the bad edit reported", 10*time.Second, func() bool {
-		for _, line := range strings.Split(readLog(t, v), "\n") {
-			if strings.Contains(line, "manifest rejected, the running version stays") &&
-				strings.Contains(line, "keep.yaml") && strings.Contains(line, "spec.replicas") {
-				return true
+	// Bad edits: a YAML syntax error, then a negative replica count. Each
+	// is reported with the file (and the field) and the running version
+	// stays.
+	rejected := func(what string, subs ...string) {
+		t.Helper()
+		v.waitFor(what+" reported", 10*time.Second, func() bool {
+			for _, line := range strings.Split(readLog(t, v), "\n") {
+				if strings.Contains(line, "manifest rejected, the running version stays") &&
+					strings.Contains(line, "keep.yaml") && containsAll(line, subs) {
+					return true
+				}
 			}
-		}
-		return false
-	})
+			return false
+		})
+	}
+	v.writeManifest("keep.yaml", strings.Replace(withNamespace(appManifest(keep), ns),
+		"replicas: 1", "replicas: [1", 1))
+	rejected("the syntax error")
+	v.writeManifest("keep.yaml", strings.Replace(withNamespace(appManifest(keep), ns),
+		"replicas: 1", "replicas: -2", 1))
+	rejected("the negative replicas", "spec.replicas")
 	v.holdsFor("the kept pod untouched", 3*time.Second, func() bool {
 		ps := v.pods()
 		p, ok := findPod(ps, kept.Name)
