@@ -536,6 +536,45 @@ func TestKilledVigilAdoptsCrashLoop(t *testing.T) {
 	}
 }
 
+// 3b. vigil killed with SIGKILL right after it killed a container for its
+// liveness probe: the next vigil restarts the container once, in the same
+// sandbox, and the count is 1 whichever side of the stop the kill landed.
+func TestKilledVigilAfterLivenessKill(t *testing.T) {
+	const ns = "e2e-sigkill-live"
+	v := newVigil(t, ns, map[string]string{"live.yaml": appManifest(appSpec{
+		name: "live", liveness: true, readiness: true,
+	})}, options{config: fastBackoff(time.Second, 2*time.Second)})
+	v.start()
+	pod := v.readyPods("live-", 1, 60*time.Second)[0]
+	sandbox := crictlIDs(t, v.env, "pods", "--namespace", ns, "--label", "app=live")
+
+	control(t, hostPort(t, pod, "app", 8080), "/control/fail")
+	v.waitFor("the liveness kill", 20*time.Second, func() bool {
+		return hasEvent(v.events(), "Killing", "failed liveness probe")
+	})
+	v.stop(syscall.SIGKILL, 10*time.Second)
+	if running := crictlIDs(t, v.env, "ps", "--label", "io.kubernetes.pod.namespace="+ns); len(running) > 1 {
+		t.Fatalf("%d containers running after SIGKILL, want at most 1", len(running))
+	}
+
+	v.start()
+	v.waitFor("the pod ready after one restart", 30*time.Second, func() bool {
+		p, ok := v.pod(pod.Name)
+		return ok && podReady(p) && containerStatus(p, "app").RestartCount == 1
+	})
+	v.holdsFor("restartCount staying at 1", 3*time.Second, func() bool {
+		return v.restarts(pod.Name) == 1
+	})
+	if now := crictlIDs(t, v.env, "pods", "--namespace", ns, "--label", "app=live"); len(now) != 1 || now[0] != sandbox[0] {
+		t.Errorf("sandboxes %v after the restart of vigil, want the original %v", now, sandbox)
+	}
+	all := crictlIDs(t, v.env, "ps", "-a", "--label", "io.kubernetes.pod.namespace="+ns)
+	running := crictlIDs(t, v.env, "ps", "--label", "io.kubernetes.pod.namespace="+ns)
+	if len(all) != 2 || len(running) != 1 {
+		t.Errorf("crictl shows %d containers, %d running; want the killed one and its replacement", len(all), len(running))
+	}
+}
+
 // containerdDir is the directory of the containerd the tests may restart,
 // from VIGIL_CTR_DIR (the Makefile sets it to the containerd `make test`
 // starts). Without it the test skips: restarting a containerd that others
