@@ -85,8 +85,15 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 	// exit only a resync period later).
 	p.s.trackContainer(p, id, true)
 	if err := p.s.rt.StartContainer(ctx, id); err != nil {
+		// The start may have gone through though the call failed, its reply
+		// lost to a timeout or a restarting runtime. Removing the instance
+		// stops it if it runs; the next attempt waits until the runtime has
+		// confirmed that, or it could run a second copy.
+		if rerr := p.discardContainer(ctx, id, p.termCh); rerr != nil {
+			p.s.log.Warn("container of a failed start not confirmed removed; the pod is going",
+				"pod", p.ref(), "id", shortID(id), "err", rerr)
+		}
 		p.s.trackContainer(p, id, false)
-		_ = p.s.rt.RemoveContainer(ctx, id)
 		p.startFailed(c, "RunContainerError", err)
 		return
 	}
@@ -310,6 +317,30 @@ func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration,
 			return ctx.Err()
 		case <-abort:
 			return errors.New("stop container: pod is being removed")
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// discardContainer removes instance id, which the runtime stops first if it
+// runs, retrying with backoff until the runtime confirms it is gone. It gives
+// up only when ctx ends or abort is closed; the pod's teardown then removes
+// the instance with its sandbox.
+func (p *pod) discardContainer(ctx context.Context, id string, abort <-chan struct{}) error {
+	delay := time.Second
+	for attempt := 1; ; attempt++ {
+		err := p.s.rt.RemoveContainer(ctx, id)
+		if err == nil || errors.Is(err, runtime.ErrNotFound) {
+			return nil
+		}
+		p.s.log.Warn("remove container failed, will retry", "pod", p.ref(), "id", shortID(id),
+			"attempt", attempt, "retryIn", delay, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-abort:
+			return errors.New("remove container: pod is being removed")
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 30*time.Second)

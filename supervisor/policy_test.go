@@ -285,3 +285,35 @@ func TestExitEventAheadOfStatus(t *testing.T) {
 		t.Errorf("OnFailure restarted a container that completed: phase %d", c.phase)
 	}
 }
+
+// A StartContainer whose reply is lost may still have started the
+// container. Until the runtime confirms that instance is gone, no other is
+// created: with the removal failing too, the next attempt waits for it
+// instead of running a second copy.
+func TestLostStartReplyNoDuplicate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		faulty := &runtime.Faulty{Runtime: rt}
+		opts := testOptions(t, faulty)
+		opts.Exits = rt
+		opts.BackoffInitial = time.Second
+		s := New(opts)
+		defer runSupervisor(s)()
+		faulty.Lose(runtime.MethodStartContainer, 1, nil)
+		faulty.Fail(runtime.MethodRemoveContainer, 2, nil)
+		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{
+			deployment("app", 1, corev1.RestartPolicyAlways, "h"),
+		}})
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if rt.dupes != 0 {
+			t.Errorf("%d containers created while their previous copy still ran", rt.dupes)
+		}
+		if n := rt.running("app"); n != 1 {
+			t.Errorf("%d copies of the container run, want 1", n)
+		}
+		if cs := podStatus(s, "app-").Status.ContainerStatuses[0]; cs.State.Running == nil {
+			t.Errorf("container state %+v, want running", cs.State)
+		}
+	})
+}

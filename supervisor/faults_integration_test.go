@@ -78,13 +78,13 @@ func (b *syncBuffer) String() string {
 
 // liveDeployment is a Deployment of the test app whose liveness probe
 // fails once /health does.
-func liveDeployment(name string) string {
+func liveDeployment(ns, name string) string {
 	return fmt.Sprintf(`
 apiVersion: apps/v1
 kind: Deployment
 metadata:
   name: %[1]s
-  namespace: it-hungstop
+  namespace: %[2]s
 spec:
   selector:
     matchLabels: {app: %[1]s}
@@ -105,27 +105,30 @@ spec:
           readinessProbe:
             httpGet: {path: /health, port: http}
             periodSeconds: 1
-`, name)
+`, name, ns)
 }
 
-// A StopContainer that hangs on the real runtime is cut off at grace plus
-// StopMargin and retried with backoff. The container keeps running meanwhile
-// and no second copy is created until it has stopped; another pod restarts
-// as usual while the stop hangs.
-func TestIntegrationHungStop(t *testing.T) {
-	const ns = "it-hungstop"
+// Timing of the supervisors under test: a hung StopContainer is cut off at
+// the least grace period plus itMargin.
+const itGrace, itMargin = 2 * time.Second, time.Second
+
+// startIntegration runs a Supervisor with the given manifests (YAML) on the
+// real runtime behind a Faulty, until the test ends, when its pods are
+// removed. The supervisor's log is shown when the test fails.
+func startIntegration(t *testing.T, ns, manifests string) (*Supervisor, *runtime.Faulty, *runtime.CRI) {
+	t.Helper()
 	env := needIntegration(t)
-	cri1, err := runtime.NewCRI(env.endpoint, runtime.CRIOptions{})
+	rt, err := runtime.NewCRI(env.endpoint, runtime.CRIOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cri1.Close() })
+	t.Cleanup(func() { rt.Close() })
 	ctrd, err := runtime.NewContainerd(env.address, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ctrd.Close() })
-	t.Cleanup(func() { removeNamespace(t, cri1, ns) })
+	t.Cleanup(func() { removeNamespace(t, rt, ns) })
 
 	var logs syncBuffer
 	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -134,21 +137,19 @@ func TestIntegrationHungStop(t *testing.T) {
 			t.Logf("supervisor log:\n%s", logs.String())
 		}
 	})
-	faulty := &runtime.Faulty{Runtime: cri1}
+	faulty := &runtime.Faulty{Runtime: rt}
 	var s *Supervisor
 	pm := prober.NewManager(prober.Options{OnUpdate: func(u prober.Update) { s.ProbeResult(u) }, Logger: log})
-	defer pm.Stop()
-	const grace, margin = 2 * time.Second, time.Second
+	t.Cleanup(pm.Stop)
 	s = New(Options{
 		Runtime: faulty, Exits: ctrd, Prober: pm, Logger: log, NodeName: "node",
 		HostNetwork: true, PortRange: integrationPortRange(t), LogDir: t.TempDir(),
 		BackoffInitial: time.Second, BackoffMax: 2 * time.Second, ResyncPeriod: 2 * time.Second,
-		StopMargin: margin, RemovePodsOnExit: true,
+		StopMargin: itMargin, RemovePodsOnExit: true,
 	})
 
-	dir := t.TempDir()
-	file := filepath.Join(dir, "apps.yaml")
-	if err := os.WriteFile(file, []byte(liveDeployment("stuck")+"---"+liveDeployment("other")), 0o644); err != nil {
+	file := filepath.Join(t.TempDir(), "apps.yaml")
+	if err := os.WriteFile(file, []byte(manifests), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	set, err := manifest.LoadFile(file)
@@ -158,13 +159,24 @@ func TestIntegrationHungStop(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
-	}()
+	})
 	s.SetManifests(set)
+	return s, faulty, rt
+}
+
+// A StopContainer that hangs on the real runtime is cut off at grace plus
+// StopMargin and retried with backoff. The container keeps running meanwhile
+// and no second copy is created until it has stopped; another pod restarts
+// as usual while the stop hangs.
+func TestIntegrationHungStop(t *testing.T) {
+	const ns = "it-hungstop"
+	s, faulty, cri1 := startIntegration(t, ns, liveDeployment(ns, "stuck")+"---"+liveDeployment(ns, "other"))
+	const grace, margin = itGrace, itMargin
 
 	pod := func(prefix string) (corev1.Pod, corev1.ContainerStatus) {
 		for _, p := range s.PodList().Items {
@@ -283,6 +295,82 @@ func TestIntegrationHungStop(t *testing.T) {
 	}
 	if _, cs := pod("other-"); cs.RestartCount != 1 || !cs.Ready {
 		t.Errorf("other pod after the stuck one recovered: restartCount %d ready %v", cs.RestartCount, cs.Ready)
+	}
+}
+
+// A StartContainer whose reply is lost, with the first removals of that
+// instance failing too, on the real runtime: the instance that did start is
+// removed (the runtime stops it) before another is created, so the two never
+// run at once, and the pod then runs one instance.
+func TestIntegrationLostStartReply(t *testing.T) {
+	const ns = "it-loststart"
+	// No manifests yet, so the faults are in place before the first start.
+	s, faulty, rt := startIntegration(t, ns, "")
+	faulty.Lose(runtime.MethodStartContainer, 1, nil)
+	faulty.Fail(runtime.MethodRemoveContainer, 2, nil)
+	file := filepath.Join(t.TempDir(), "app.yaml")
+	if err := os.WriteFile(file, []byte(liveDeployment(ns, "app")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := manifest.LoadFile(file)
+	if err != nil || len(set.Errors) > 0 {
+		t.Fatalf("load manifests: %v %v", err, set.Errors)
+	}
+	s.SetManifests(set)
+
+	// RemoveContainer returns once the runtime has stopped and removed the
+	// instance, so two instances listed running together ran at once.
+	ids := map[string]bool{}
+	mostRunning := 0
+	poll := func() {
+		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer pcancel()
+		list, err := rt.ListContainers(pctx, &cri.ContainerFilter{
+			LabelSelector: map[string]string{runtime.LabelPodNamespace: ns},
+		})
+		if err != nil {
+			return
+		}
+		running := 0
+		for _, c := range list {
+			ids[c.Id] = true
+			if c.State == cri.ContainerState_CONTAINER_RUNNING {
+				running++
+			}
+		}
+		mostRunning = max(mostRunning, running)
+	}
+	var cs corev1.ContainerStatus
+	waitUntil(t, "the pod ready", 40*time.Second, func() bool {
+		poll()
+		for _, p := range s.PodList().Items {
+			if len(p.Status.ContainerStatuses) == 1 {
+				cs = p.Status.ContainerStatuses[0]
+			}
+		}
+		return cs.Ready
+	})
+	if n := faulty.Calls(runtime.MethodRemoveContainer); n < 3 {
+		t.Errorf("%d RemoveContainer calls, want 2 failed and 1 that went through", n)
+	}
+	if n := faulty.Calls(runtime.MethodStartContainer); n != 2 {
+		t.Errorf("%d StartContainer calls, want the lost one and one more", n)
+	}
+	if len(ids) != 2 {
+		t.Errorf("saw %d instances, want the lost start's and its successor", len(ids))
+	}
+	if mostRunning > 1 {
+		t.Errorf("saw %d instances running at once", mostRunning)
+	}
+	list, err := rt.ListContainers(context.Background(), &cri.ContainerFilter{
+		State:         &cri.ContainerStateValue{State: cri.ContainerState_CONTAINER_RUNNING},
+		LabelSelector: map[string]string{runtime.LabelPodNamespace: ns},
+	})
+	if err != nil || len(list) != 1 {
+		t.Errorf("%d running containers (%v), want 1", len(list), err)
+	}
+	if cs.RestartCount != 0 {
+		t.Errorf("restartCount %d after a failed start, want 0", cs.RestartCount)
 	}
 }
 
