@@ -11,9 +11,11 @@ CTR_DIR ?= /var/lib/vigil-test/containerd
 CTR_SOCK := $(CTR_DIR)/containerd.sock
 export CTR_DIR
 
+# VIGIL_CTR_DIR lets the tests restart that containerd (test/e2e's
+# TestContainerdRestart); leave it unset against a containerd others use.
 E2E_ENV := VIGIL_CRI_ENDPOINT=unix://$(CTR_SOCK) VIGIL_CONTAINERD_ADDRESS=$(CTR_SOCK) \
 	VIGIL_IMAGES_DIR=$(BUILD)/images VIGIL_BIN=$(BIN)/vigil-race VIGIL_CRICTL=$(BIN)/crictl \
-	VIGIL_REQUIRE_INTEGRATION=1
+	VIGIL_REQUIRE_INTEGRATION=1 VIGIL_CTR_DIR=$(CTR_DIR)
 
 .PHONY: all build build-race deps images crictl containerd-up containerd-down \
 	test unit integration e2e lint demo bench clean chromium
@@ -59,7 +61,7 @@ unit: chromium
 
 # integration and e2e need the private containerd (containerd-up).
 integration:
-	$(E2E_ENV) $(GO) test -race -count=1 ./runtime/...
+	$(E2E_ENV) $(GO) test -race -count=1 ./runtime/... ./supervisor/...
 
 e2e: build-race crictl
 	$(E2E_ENV) $(GO) test -count=1 -timeout 20m -v ./test/e2e/... 2>&1 | tee $(BUILD)/e2e.log | \

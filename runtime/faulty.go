@@ -33,8 +33,9 @@ const (
 	MethodPullImage        = "PullImage"
 )
 
-// Faulty wraps a Runtime for tests and makes chosen methods hang or fail a
-// number of times before they reach the wrapped Runtime again:
+// Faulty wraps a Runtime for tests and makes chosen methods hang, fail or
+// lose their reply a number of times before they reach the wrapped Runtime
+// again:
 //
 //	rt := &runtime.Faulty{Runtime: fake}
 //	rt.HangStop(2) // the next two StopContainer calls block until ctx ends
@@ -59,6 +60,9 @@ type fault struct {
 	n    int // calls left to affect; negative: every call
 	hang bool
 	err  error
+	// lose lets the call reach the wrapped Runtime and returns err instead
+	// of its result, as when the reply is lost after the runtime acted.
+	lose bool
 }
 
 // Hang makes the next n calls of method block until their ctx ends; n < 0
@@ -72,6 +76,17 @@ func (f *Faulty) Fail(method string, n int, err error) {
 		err = ErrInjected
 	}
 	f.set(method, &fault{n: n, err: err})
+}
+
+// Lose lets the next n calls of method reach the wrapped Runtime and then
+// return err (ErrInjected when nil) instead of what it answered: the runtime
+// acted, but the caller never learns so, as when a reply is lost to a
+// timeout or a restarting daemon. n < 0 means every call until Reset.
+func (f *Faulty) Lose(method string, n int, err error) {
+	if err == nil {
+		err = ErrInjected
+	}
+	f.set(method, &fault{n: n, err: err, lose: true})
 }
 
 // HangStop is Hang(MethodStopContainer, n).
@@ -107,9 +122,10 @@ func (f *Faulty) set(method string, flt *fault) {
 	f.faults[method] = flt
 }
 
-// enter counts the call and applies a pending fault. A nil return lets the
-// call through to the wrapped Runtime.
-func (f *Faulty) enter(ctx context.Context, method string) error {
+// enter counts the call and applies a pending fault. A nil err lets the
+// call through to the wrapped Runtime; a non-nil lost is then returned in
+// place of its result (see leave).
+func (f *Faulty) enter(ctx context.Context, method string) (lost, err error) {
 	if f.OnCall != nil {
 		f.OnCall(method)
 	}
@@ -119,10 +135,9 @@ func (f *Faulty) enter(ctx context.Context, method string) error {
 	}
 	f.calls[method]++
 	flt := f.faults[method]
-	var hang bool
-	var err error
+	var hang, lose bool
 	if flt != nil {
-		hang, err = flt.hang, flt.err
+		hang, lose, err = flt.hang, flt.lose, flt.err
 		if flt.n > 0 {
 			flt.n--
 			if flt.n == 0 {
@@ -135,122 +150,157 @@ func (f *Faulty) enter(ctx context.Context, method string) error {
 	switch {
 	case hang:
 		<-ctx.Done()
-		return fmt.Errorf("%s (injected hang): %w", method, ctx.Err())
+		return nil, fmt.Errorf("%s (injected hang): %w", method, ctx.Err())
+	case lose:
+		return fmt.Errorf("%s (reply lost): %w", method, err), nil
 	case err != nil:
-		return fmt.Errorf("%s: %w", method, err)
+		return nil, fmt.Errorf("%s: %w", method, err)
 	}
-	return nil
+	return nil, nil
+}
+
+// leave is the error a call let through returns: lost when its reply is to
+// be lost, else the wrapped Runtime's own.
+func (f *Faulty) leave(lost, err error) error {
+	if lost != nil {
+		return lost
+	}
+	return err
 }
 
 func (f *Faulty) Status(ctx context.Context) (*cri.RuntimeStatus, error) {
-	if err := f.enter(ctx, MethodStatus); err != nil {
+	lost, err := f.enter(ctx, MethodStatus)
+	if err != nil {
 		return nil, err
 	}
-	return f.Runtime.Status(ctx)
+	v, err := f.Runtime.Status(ctx)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) RunPodSandbox(ctx context.Context, cfg *cri.PodSandboxConfig) (string, error) {
-	if err := f.enter(ctx, MethodRunPodSandbox); err != nil {
+	lost, err := f.enter(ctx, MethodRunPodSandbox)
+	if err != nil {
 		return "", err
 	}
-	return f.Runtime.RunPodSandbox(ctx, cfg)
+	v, err := f.Runtime.RunPodSandbox(ctx, cfg)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) StopPodSandbox(ctx context.Context, id string) error {
-	if err := f.enter(ctx, MethodStopPodSandbox); err != nil {
+	lost, err := f.enter(ctx, MethodStopPodSandbox)
+	if err != nil {
 		return err
 	}
-	return f.Runtime.StopPodSandbox(ctx, id)
+	return f.leave(lost, f.Runtime.StopPodSandbox(ctx, id))
 }
 
 func (f *Faulty) RemovePodSandbox(ctx context.Context, id string) error {
-	if err := f.enter(ctx, MethodRemovePodSandbox); err != nil {
+	lost, err := f.enter(ctx, MethodRemovePodSandbox)
+	if err != nil {
 		return err
 	}
-	return f.Runtime.RemovePodSandbox(ctx, id)
+	return f.leave(lost, f.Runtime.RemovePodSandbox(ctx, id))
 }
 
 func (f *Faulty) PodSandboxStatus(ctx context.Context, id string) (*cri.PodSandboxStatus, error) {
-	if err := f.enter(ctx, MethodPodSandboxStatus); err != nil {
+	lost, err := f.enter(ctx, MethodPodSandboxStatus)
+	if err != nil {
 		return nil, err
 	}
-	return f.Runtime.PodSandboxStatus(ctx, id)
+	v, err := f.Runtime.PodSandboxStatus(ctx, id)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) ListPodSandboxes(
 	ctx context.Context, filter *cri.PodSandboxFilter,
 ) ([]*cri.PodSandbox, error) {
-	if err := f.enter(ctx, MethodListPodSandboxes); err != nil {
+	lost, err := f.enter(ctx, MethodListPodSandboxes)
+	if err != nil {
 		return nil, err
 	}
-	return f.Runtime.ListPodSandboxes(ctx, filter)
+	v, err := f.Runtime.ListPodSandboxes(ctx, filter)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) CreateContainer(
 	ctx context.Context, podID string, cfg *cri.ContainerConfig, sandbox *cri.PodSandboxConfig,
 ) (string, error) {
-	if err := f.enter(ctx, MethodCreateContainer); err != nil {
+	lost, err := f.enter(ctx, MethodCreateContainer)
+	if err != nil {
 		return "", err
 	}
-	return f.Runtime.CreateContainer(ctx, podID, cfg, sandbox)
+	v, err := f.Runtime.CreateContainer(ctx, podID, cfg, sandbox)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) StartContainer(ctx context.Context, id string) error {
-	if err := f.enter(ctx, MethodStartContainer); err != nil {
+	lost, err := f.enter(ctx, MethodStartContainer)
+	if err != nil {
 		return err
 	}
-	return f.Runtime.StartContainer(ctx, id)
+	return f.leave(lost, f.Runtime.StartContainer(ctx, id))
 }
 
 func (f *Faulty) StopContainer(ctx context.Context, id string, grace time.Duration) error {
-	if err := f.enter(ctx, MethodStopContainer); err != nil {
+	lost, err := f.enter(ctx, MethodStopContainer)
+	if err != nil {
 		return err
 	}
-	return f.Runtime.StopContainer(ctx, id, grace)
+	return f.leave(lost, f.Runtime.StopContainer(ctx, id, grace))
 }
 
 func (f *Faulty) RemoveContainer(ctx context.Context, id string) error {
-	if err := f.enter(ctx, MethodRemoveContainer); err != nil {
+	lost, err := f.enter(ctx, MethodRemoveContainer)
+	if err != nil {
 		return err
 	}
-	return f.Runtime.RemoveContainer(ctx, id)
+	return f.leave(lost, f.Runtime.RemoveContainer(ctx, id))
 }
 
 func (f *Faulty) ContainerStatus(ctx context.Context, id string) (*cri.ContainerStatus, error) {
-	if err := f.enter(ctx, MethodContainerStatus); err != nil {
+	lost, err := f.enter(ctx, MethodContainerStatus)
+	if err != nil {
 		return nil, err
 	}
-	return f.Runtime.ContainerStatus(ctx, id)
+	v, err := f.Runtime.ContainerStatus(ctx, id)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) ListContainers(
 	ctx context.Context, filter *cri.ContainerFilter,
 ) ([]*cri.Container, error) {
-	if err := f.enter(ctx, MethodListContainers); err != nil {
+	lost, err := f.enter(ctx, MethodListContainers)
+	if err != nil {
 		return nil, err
 	}
-	return f.Runtime.ListContainers(ctx, filter)
+	v, err := f.Runtime.ListContainers(ctx, filter)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) ExecSync(
 	ctx context.Context, id string, cmd []string, timeout time.Duration,
 ) (ExecResult, error) {
-	if err := f.enter(ctx, MethodExecSync); err != nil {
+	lost, err := f.enter(ctx, MethodExecSync)
+	if err != nil {
 		return ExecResult{}, err
 	}
-	return f.Runtime.ExecSync(ctx, id, cmd, timeout)
+	v, err := f.Runtime.ExecSync(ctx, id, cmd, timeout)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) ImagePresent(ctx context.Context, ref string) (bool, error) {
-	if err := f.enter(ctx, MethodImagePresent); err != nil {
+	lost, err := f.enter(ctx, MethodImagePresent)
+	if err != nil {
 		return false, err
 	}
-	return f.Runtime.ImagePresent(ctx, ref)
+	v, err := f.Runtime.ImagePresent(ctx, ref)
+	return v, f.leave(lost, err)
 }
 
 func (f *Faulty) PullImage(ctx context.Context, ref string) error {
-	if err := f.enter(ctx, MethodPullImage); err != nil {
+	lost, err := f.enter(ctx, MethodPullImage)
+	if err != nil {
 		return err
 	}
-	return f.Runtime.PullImage(ctx, ref)
+	return f.leave(lost, f.Runtime.PullImage(ctx, ref))
 }

@@ -57,3 +57,29 @@ func TestFaultyFail(t *testing.T) {
 		t.Errorf("after Reset = %v, want nil", err)
 	}
 }
+
+// countingRuntime counts the StopContainer calls that reach it.
+type countingRuntime struct {
+	Runtime
+	stops int
+}
+
+func (c *countingRuntime) StopContainer(context.Context, string, time.Duration) error {
+	c.stops++
+	return nil
+}
+
+func TestFaultyLose(t *testing.T) {
+	rt := &countingRuntime{}
+	f := &Faulty{Runtime: rt}
+	f.Lose(MethodStopContainer, 1, nil)
+	if err := f.StopContainer(context.Background(), "c", 0); !errors.Is(err, ErrInjected) {
+		t.Errorf("lost call = %v, want ErrInjected", err)
+	}
+	if rt.stops != 1 {
+		t.Errorf("the lost call reached the runtime %d times, want 1", rt.stops)
+	}
+	if err := f.StopContainer(context.Background(), "c", 0); err != nil || rt.stops != 2 {
+		t.Errorf("next call = %v with %d stops, want it passed through", err, rt.stops)
+	}
+}

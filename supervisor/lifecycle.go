@@ -85,8 +85,15 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 	// exit only a resync period later).
 	p.s.trackContainer(p, id, true)
 	if err := p.s.rt.StartContainer(ctx, id); err != nil {
+		// The start may have gone through though the call failed, its reply
+		// lost to a timeout or a restarting runtime. Removing the instance
+		// stops it if it runs; the next attempt waits until the runtime has
+		// confirmed that, or it could run a second copy.
+		if rerr := p.discardContainer(ctx, id, p.termCh); rerr != nil {
+			p.s.log.Warn("container of a failed start not confirmed removed; the pod is going",
+				"pod", p.ref(), "id", shortID(id), "err", rerr)
+		}
 		p.s.trackContainer(p, id, false)
-		_ = p.s.rt.RemoveContainer(ctx, id)
 		p.startFailed(c, "RunContainerError", err)
 		return
 	}
@@ -348,6 +355,30 @@ func (p *pod) stopContainer(ctx context.Context, id string, grace time.Duration,
 	}
 }
 
+// discardContainer removes instance id, which the runtime stops first if it
+// runs, retrying with backoff until the runtime confirms it is gone. It gives
+// up only when ctx ends or abort is closed; the pod's teardown then removes
+// the instance with its sandbox.
+func (p *pod) discardContainer(ctx context.Context, id string, abort <-chan struct{}) error {
+	delay := time.Second
+	for attempt := 1; ; attempt++ {
+		err := p.s.rt.RemoveContainer(ctx, id)
+		if err == nil || errors.Is(err, runtime.ErrNotFound) {
+			return nil
+		}
+		p.s.log.Warn("remove container failed, will retry", "pod", p.ref(), "id", shortID(id),
+			"attempt", attempt, "retryIn", delay, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-abort:
+			return errors.New("remove container: pod is being removed")
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
 // noteExit records that instance c.id has ended, reading how from the
 // runtime; hint comes from an exit event when there is one.
 func (p *pod) noteExit(ctx context.Context, c *container, hint *runtime.Exit) {
@@ -358,7 +389,9 @@ func (p *pod) noteExit(ctx context.Context, c *container, hint *runtime.Exit) {
 // recordExit records how instance c.id ended from its status st as read
 // from the runtime (err when that failed), unless st says it still runs.
 func (p *pod) recordExit(c *container, hint *runtime.Exit, st *cri.ContainerStatus, err error) {
-	t := &terminated{containerID: c.id, startedAt: c.startedAt, finishedAt: time.Now(), reason: "Error"}
+	// The reason stays empty unless the runtime gives one, so that an exit
+	// known only from its event is named by its code below.
+	t := &terminated{containerID: c.id, startedAt: c.startedAt, finishedAt: time.Now()}
 	if hint != nil {
 		t.exitCode, t.finishedAt = hint.ExitCode, hint.ExitedAt
 	}

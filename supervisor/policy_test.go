@@ -321,3 +321,67 @@ func TestOutOfRotationWhileWorkerStuck(t *testing.T) {
 		}
 	})
 }
+
+// An exit event can arrive before the runtime's status shows the exit. The
+// exit is then taken from the event, and a code of 0 is Completed: under
+// OnFailure the container stays down instead of reading as an Error.
+func TestExitEventAheadOfStatus(t *testing.T) {
+	rt := newFakeRuntime()
+	s := New(testOptions(t, rt))
+	wl := deployment("app", 1, corev1.RestartPolicyOnFailure, "h")
+	p, err := newPod(s, podParams{name: "p", namespace: "ns", uid: "u", workloadKind: "Deployment",
+		template: wl.Template})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := p.createSandbox(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := p.containers[0]
+	p.startContainer(ctx, c)
+	if c.phase != phaseRunning {
+		t.Fatalf("container not running after start: phase %d", c.phase)
+	}
+	// The fake still reports the container running.
+	p.noteExit(ctx, c, &runtime.Exit{ContainerID: c.id, ExitCode: 0, ExitedAt: time.Now()})
+	if c.phase != phaseExited || c.term.reason != "Completed" || c.term.exitCode != 0 {
+		t.Fatalf("after an exit event with code 0: phase %d, term %+v, want exited Completed", c.phase, c.term)
+	}
+	p.afterExit(c, time.Now())
+	if c.phase != phaseTerminated {
+		t.Errorf("OnFailure restarted a container that completed: phase %d", c.phase)
+	}
+}
+
+// A StartContainer whose reply is lost may still have started the
+// container. Until the runtime confirms that instance is gone, no other is
+// created: with the removal failing too, the next attempt waits for it
+// instead of running a second copy.
+func TestLostStartReplyNoDuplicate(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		faulty := &runtime.Faulty{Runtime: rt}
+		opts := testOptions(t, faulty)
+		opts.Exits = rt
+		opts.BackoffInitial = time.Second
+		s := New(opts)
+		defer runSupervisor(s)()
+		faulty.Lose(runtime.MethodStartContainer, 1, nil)
+		faulty.Fail(runtime.MethodRemoveContainer, 2, nil)
+		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{
+			deployment("app", 1, corev1.RestartPolicyAlways, "h"),
+		}})
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if rt.dupes != 0 {
+			t.Errorf("%d containers created while their previous copy still ran", rt.dupes)
+		}
+		if n := rt.running("app"); n != 1 {
+			t.Errorf("%d copies of the container run, want 1", n)
+		}
+		if cs := podStatus(s, "app-").Status.ContainerStatuses[0]; cs.State.Running == nil {
+			t.Errorf("container state %+v, want running", cs.State)
+		}
+	})
+}

@@ -2,8 +2,10 @@
 //
 // The tests need the private containerd that `make containerd-up` starts and
 // the variables `make e2e` sets (VIGIL_BIN, VIGIL_CRI_ENDPOINT,
-// VIGIL_CONTAINERD_ADDRESS, VIGIL_CRICTL). Without them they skip, unless
-// VIGIL_REQUIRE_INTEGRATION=1, when they fail. Each test runs its own vigil
+// VIGIL_CONTAINERD_ADDRESS, VIGIL_CRICTL, VIGIL_IMAGES_DIR). Without them they
+// skip, unless VIGIL_REQUIRE_INTEGRATION=1, when they fail. VIGIL_CTR_DIR names
+// the directory of a containerd (test/scripts/containerd.sh) that the tests may
+// stop and start again; without it those tests skip. Each test runs its own vigil
 // on its own ports and namespace and removes every pod it made.
 package e2e
 

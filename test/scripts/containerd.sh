@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# containerd.sh install|up|down|env|status: a private containerd + runc CRI
+# containerd.sh install|up|down|stop|restart|env|status: a private containerd + runc CRI
 # endpoint for vigil's tests and demo.
 #
 # Everything lives under CTR_DIR (default /var/lib/vigil-test/containerd):
@@ -11,6 +11,10 @@
 #            IMAGES_DIR/*.tar (default build/images) into namespace k8s.io.
 #   down     stop and remove every pod sandbox, stop the daemon, remove the
 #            empty cgroup directories left under CGROUP_PARENT.
+#   stop     stop the daemon only: pods keep running under their shims and
+#            the next up or restart finds them again (tests use it to take
+#            containerd away from a running vigil).
+#   restart  stop then start the daemon, keeping its pods and images.
 #   env      print the VIGIL_* variables the integration tests read.
 #   status   exit 0 when the daemon answers.
 #
@@ -272,16 +276,22 @@ print_env() {
 	echo "export VIGIL_CRI_ENDPOINT=unix://$SOCK"
 	echo "export VIGIL_CONTAINERD_ADDRESS=$SOCK"
 	echo "export VIGIL_IMAGES_DIR=$IMAGES_DIR"
+	echo "export VIGIL_CTR_DIR=$CTR_DIR"
 }
 
 case ${1:-} in
 install) install ;;
 up) up ;;
 down) down ;;
+stop) stop_daemon ;;
+restart)
+	stop_daemon
+	start_daemon
+	;;
 env) print_env ;;
 status) answering ;;
 *)
-	echo "usage: $0 install|up|down|env|status" >&2
+	echo "usage: $0 install|up|down|stop|restart|env|status" >&2
 	exit 2
 	;;
 esac

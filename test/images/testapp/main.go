@@ -10,6 +10,9 @@
 //	                echoed by GET /.
 //	FAIL_AFTER      seconds after start when /health begins to answer 500.
 //	STARTUP_DELAY   seconds after start during which /health answers 503.
+//	EXIT_AFTER      when set, seconds after start when the process exits by
+//	                itself with EXIT_CODE; 0 exits before serving anything.
+//	EXIT_CODE       exit code for EXIT_AFTER (default 0).
 //
 // HTTP endpoints (all on PORT):
 //
@@ -110,6 +113,22 @@ func run() error {
 	}
 	if a.failAfter, err = envSeconds("FAIL_AFTER"); err != nil {
 		return err
+	}
+	exitAfter, exitCode, err := exitPlan()
+	if err != nil {
+		return err
+	}
+	if exitAfter == 0 {
+		log.Printf("testapp: exiting with code %d at start (EXIT_AFTER=0)", exitCode)
+		os.Exit(exitCode)
+	}
+	if exitAfter > 0 {
+		time.AfterFunc(exitAfter, func() {
+			select {
+			case a.exitCode <- exitCode:
+			default: // an exit is already on its way
+			}
+		})
 	}
 
 	ln, err := net.Listen("tcp", ":"+a.port)
@@ -294,6 +313,24 @@ func envSeconds(key string) (time.Duration, error) {
 		return 0, fmt.Errorf("parse %s=%q: want seconds >= 0", key, v)
 	}
 	return time.Duration(f * float64(time.Second)), nil
+}
+
+// exitPlan reads EXIT_AFTER and EXIT_CODE: after is negative when the
+// process should not exit by itself.
+func exitPlan() (after time.Duration, code int, err error) {
+	if os.Getenv("EXIT_AFTER") == "" {
+		return -1, 0, nil
+	}
+	if after, err = envSeconds("EXIT_AFTER"); err != nil {
+		return 0, 0, err
+	}
+	if v := os.Getenv("EXIT_CODE"); v != "" {
+		code, err = strconv.Atoi(v)
+		if err != nil || code < 0 || code > 255 {
+			return 0, 0, fmt.Errorf("parse EXIT_CODE=%q: want 0..255", v)
+		}
+	}
+	return after, code, nil
 }
 
 func randomID() string {

@@ -114,3 +114,30 @@ func TestGRPCHealth(t *testing.T) {
 		t.Errorf("status after fail = %v, want NOT_SERVING", s)
 	}
 }
+
+func TestExitPlan(t *testing.T) {
+	for _, tc := range []struct {
+		after, code string
+		wantAfter   time.Duration
+		wantCode    int
+		wantErr     bool
+	}{
+		{after: "", wantAfter: -1},
+		{after: "0", wantAfter: 0},
+		{after: "1.5", code: "3", wantAfter: 1500 * time.Millisecond, wantCode: 3},
+		{after: "x", wantErr: true},
+		{after: "1", code: "300", wantErr: true},
+	} {
+		t.Setenv("EXIT_AFTER", tc.after)
+		t.Setenv("EXIT_CODE", tc.code)
+		after, code, err := exitPlan()
+		if (err != nil) != tc.wantErr {
+			t.Errorf("EXIT_AFTER=%q EXIT_CODE=%q: err %v, want error %v", tc.after, tc.code, err, tc.wantErr)
+			continue
+		}
+		if err == nil && (after != tc.wantAfter || code != tc.wantCode) {
+			t.Errorf("EXIT_AFTER=%q EXIT_CODE=%q: %v %d, want %v %d",
+				tc.after, tc.code, after, code, tc.wantAfter, tc.wantCode)
+		}
+	}
+}
