@@ -65,8 +65,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, path 
 		return
 	}
 	up := p.prepareRequestHeaders(r)
-	body, err := p.newReqBody(w, r)
-	if err != nil {
+	st := new(attemptState)
+	body := &st.body
+	if err := p.initReqBody(body, w, r); err != nil {
 		if r.Context().Err() != nil {
 			o.status, o.hangup = StatusClientClosedRequest, true
 			return
@@ -77,7 +78,8 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, path 
 	defer body.done()
 
 	now := p.opts.now().UnixNano()
-	out := newOutgoing(r, path, body)
+	out := &st.out
+	out.init(r, path, body)
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	var lastErr error
@@ -103,6 +105,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, path 
 		o.endpoint = e
 		o.attempts++
 		var res *http.Response
+		var err error
 		if fastPath(&out.req, up) {
 			res, err = p.up.roundTrip(&out.req, &e.removed)
 		} else {
@@ -247,16 +250,30 @@ func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, stream bool) (n 
 	}
 }
 
+// attemptState is a request's body and its first backend request, in one
+// allocation.
+type attemptState struct {
+	body reqBody
+	out  outgoing
+}
+
 // outgoing is the backend request and its URL in one allocation.
 type outgoing struct {
 	req http.Request
 	url url.URL
 }
 
-// newOutgoing derives the backend request from the client's: same method,
-// header (already rewritten), Host and context; the cleaned path as routed.
+// newOutgoing returns a backend request for a further attempt.
 func newOutgoing(r *http.Request, path string, b *reqBody) *outgoing {
-	o := &outgoing{req: *r}
+	o := new(outgoing)
+	o.init(r, path, b)
+	return o
+}
+
+// init derives the backend request from the client's: same method, header
+// (already rewritten), Host and context; the cleaned path as routed.
+func (o *outgoing) init(r *http.Request, path string, b *reqBody) {
+	o.req = *r
 	o.url = url.URL{Scheme: "http", Opaque: path, RawQuery: r.URL.RawQuery}
 	q := &o.req
 	q.URL = &o.url
@@ -270,7 +287,6 @@ func newOutgoing(r *http.Request, path string, b *reqBody) *outgoing {
 	q.Response = nil
 	q.GetBody = nil
 	q.Body, q.ContentLength = b.reader()
-	return o
 }
 
 // reqBody hands a client's body to attempts. Bodies up to MaxBufferedBody
@@ -287,11 +303,13 @@ type reqBody struct {
 	sent     int64
 }
 
-func (p *Proxy) newReqBody(w http.ResponseWriter, r *http.Request) (*reqBody, error) {
-	b := &reqBody{src: r.Body, size: r.ContentLength, idle: p.opts.BodyIdleTimeout}
+// initReqBody sets b up for r's body, reading it first when it is to be
+// buffered.
+func (p *Proxy) initReqBody(b *reqBody, w http.ResponseWriter, r *http.Request) error {
+	*b = reqBody{src: r.Body, size: r.ContentLength, idle: p.opts.BodyIdleTimeout}
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		b.none = true
-		return b, nil
+		return nil
 	}
 	if b.idle > 0 {
 		b.rc = http.NewResponseController(w)
@@ -302,11 +320,11 @@ func (p *Proxy) newReqBody(w http.ResponseWriter, r *http.Request) (*reqBody, er
 		_, err := io.ReadFull(r.Body, b.buf)
 		b.clearDeadline()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		b.buffered = true
 	}
-	return b, nil
+	return nil
 }
 
 // reader returns a fresh body for one attempt, so that a Transport still

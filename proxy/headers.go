@@ -109,8 +109,11 @@ func (p *Proxy) setForwarded(r *http.Request, h http.Header) {
 		delete(h, "Forwarded")
 		delete(h, "X-Real-Ip")
 		delete(h, "X-Forwarded-Port")
-		h["X-Forwarded-For"] = []string{ip}
-		h["X-Forwarded-Host"] = []string{r.Host}
+		// One backing array for both values; full slice expressions keep
+		// an append to one from overwriting the other.
+		vals := [...]string{ip, r.Host}
+		h["X-Forwarded-For"] = vals[0:1:1]
+		h["X-Forwarded-Host"] = vals[1:2:2]
 		if r.TLS != nil {
 			h["X-Forwarded-Proto"] = protoHTTPS
 		} else {

@@ -22,9 +22,9 @@ import (
 type upstream struct {
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle       int
-	idleTimeout   time.Duration // 0: idle connections never expire
-	headerTimeout time.Duration // 0: no bound on the response head
-	now           func() time.Time
+	idleTimeout   time.Duration    // 0: idle connections never expire
+	headerTimeout time.Duration    // 0: no bound on the response head
+	now           func() time.Time // idle expiry and the header deadline
 
 	mu   sync.Mutex
 	idle map[string][]*upConn // by address, most recently used last
@@ -36,6 +36,13 @@ type upConn struct {
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	idleSince time.Time
+	abort     func() // fails nc's pending reads and writes; made once per connection
+}
+
+func newUpConn(nc net.Conn) *upConn {
+	uc := &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+	uc.abort = func() { _ = nc.SetDeadline(aborted) }
+	return uc
 }
 
 // fastPath reports whether out can go through upstream: a bodiless request
@@ -60,10 +67,11 @@ func (e *staleError) Unwrap() error { return e.err }
 // closes the idle connections, when the address leaves every rotation.
 func (u *upstream) roundTrip(req *http.Request, gone *atomic.Bool) (*http.Response, error) {
 	addr := req.URL.Host
+	now := u.now()
 	for fresh := false; ; fresh = true {
 		var uc *upConn
 		if !fresh {
-			uc = u.take(addr)
+			uc = u.take(addr, now)
 		}
 		reused := uc != nil
 		if uc == nil {
@@ -71,9 +79,11 @@ func (u *upstream) roundTrip(req *http.Request, gone *atomic.Bool) (*http.Respon
 			if err != nil {
 				return nil, err
 			}
-			uc = &upConn{nc: nc, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, 4<<10)}
+			uc = newUpConn(nc)
+			// The header timeout does not count the connect.
+			now = u.now()
 		}
-		res, err := u.exchange(uc, req, addr, gone)
+		res, err := u.exchange(uc, req, addr, gone, now)
 		if err == nil {
 			return res, nil
 		}
@@ -88,13 +98,14 @@ func (u *upstream) roundTrip(req *http.Request, gone *atomic.Bool) (*http.Respon
 	}
 }
 
-// exchange writes req on uc and reads the response head. The response body
+// exchange writes req on uc and reads the response head; the header timeout
+// counts from now, taken just before. The response body
 // hands uc back to the pool once read to its end.
 func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
-	gone *atomic.Bool) (*http.Response, error) {
+	gone *atomic.Bool, now time.Time) (*http.Response, error) {
 	ctx := req.Context()
 	// A client that goes away aborts the exchange, as with http.Transport.
-	stop := context.AfterFunc(ctx, func() { _ = uc.nc.SetDeadline(aborted) })
+	stop := context.AfterFunc(ctx, uc.abort)
 	// readDeadline sets the read deadline without undoing an abort that
 	// came in between: after the set, a done ctx puts the abort back.
 	readDeadline := func(t time.Time) {
@@ -116,7 +127,7 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 		return fail(&staleError{err})
 	}
 	if u.headerTimeout > 0 {
-		readDeadline(time.Now().Add(u.headerTimeout))
+		readDeadline(now.Add(u.headerTimeout))
 	}
 	if _, err := uc.br.Peek(1); err != nil {
 		if isTimeout(err) {
@@ -214,9 +225,9 @@ func writeField(bw *bufio.Writer, k, v string) {
 	bw.WriteString("\r\n")
 }
 
-// take returns an idle connection to addr that has not expired, or nil.
-func (u *upstream) take(addr string) *upConn {
-	now := u.now()
+// take returns an idle connection to addr that has not expired by now, or
+// nil.
+func (u *upstream) take(addr string, now time.Time) *upConn {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	list := u.idle[addr]

@@ -159,7 +159,7 @@ func TestUpstreamRemovedEndpointClosesConnections(t *testing.T) {
 	gone.Store(true)
 	uc := &upConn{nc: &countingConn{}}
 	f.p.up.put(b.addr(), uc, &gone)
-	if !uc.nc.(*countingConn).closed || f.p.up.take(b.addr()) != nil {
+	if !uc.nc.(*countingConn).closed || f.p.up.take(b.addr(), time.Now()) != nil {
 		t.Errorf("a connection to a removed address went back to the pool")
 	}
 }
