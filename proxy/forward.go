@@ -34,7 +34,13 @@ type outcome struct {
 
 // ServeHTTP routes r by the current table and forwards it.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	start := time.Now()
+	// The duration is for the metrics and the access log; without either
+	// the clock is not read.
+	timed := p.metrics != nil || p.opts.AccessLog
+	var start time.Time
+	if timed {
+		start = time.Now()
+	}
 	var o outcome
 	rt := p.notFound
 	if path, ok := cleanPath(r.URL.EscapedPath()); !ok {
@@ -46,10 +52,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.forward(w, r, rt, path, &o)
 	}
 
-	d := time.Since(start)
-	rt.m.observe(o.status, o.hangup, d)
-	if p.opts.AccessLog {
-		p.logAccess(r, rt, &o, d)
+	if timed {
+		d := time.Since(start)
+		rt.m.observe(o.status, o.hangup, d)
+		if p.opts.AccessLog {
+			p.logAccess(r, rt, &o, d)
+		}
 	}
 	if o.abort {
 		// Cut the client's connection so a truncated body is not taken
