@@ -67,7 +67,8 @@ e2e: build-race crictl
 	$(E2E_ENV) $(GO) test -count=1 -timeout 20m -v ./test/e2e/... 2>&1 | tee $(BUILD)/e2e.log | \
 		grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+\S+_test.go)' ; exit $${PIPESTATUS[0]}
 
-# test: everything, on a real containerd started here and stopped after.
+# test: everything, on a real containerd started here (left running for the
+# next run, as the demo leaves it; make containerd-down stops it).
 test: lint containerd-up
 	$(MAKE) unit
 	$(MAKE) integration
