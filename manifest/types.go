@@ -58,3 +58,45 @@ func (e *Error) Error() string {
 	}
 	return s + ": " + e.Reason
 }
+
+// Key is an object's identity within a Set, in the form Error.Object uses:
+// "Kind namespace/name".
+func Key(kind, namespace, name string) string {
+	return objectName(kind, namespace, name, "")
+}
+
+// Empty reports whether the set holds no object.
+func (s *Set) Empty() bool {
+	return len(s.Workloads)+len(s.Services)+len(s.Ingresses)+len(s.Secrets) == 0
+}
+
+// Each calls fn with the Key of every object in the set.
+func (s *Set) Each(fn func(key string)) {
+	s.each(func(key string, add func(*Set)) { fn(key) })
+}
+
+// Append adds to s the objects of o whose Key keep accepts.
+func (s *Set) Append(o *Set, keep func(key string) bool) {
+	o.each(func(key string, add func(*Set)) {
+		if keep(key) {
+			add(s)
+		}
+	})
+}
+
+// each calls fn for every object with its Key and a function that appends
+// the object to another set.
+func (s *Set) each(fn func(key string, add func(*Set))) {
+	for _, wl := range s.Workloads {
+		fn(Key(wl.Kind, wl.Namespace, wl.Name), func(d *Set) { d.Workloads = append(d.Workloads, wl) })
+	}
+	for _, o := range s.Services {
+		fn(Key("Service", o.Namespace, o.Name), func(d *Set) { d.Services = append(d.Services, o) })
+	}
+	for _, o := range s.Ingresses {
+		fn(Key("Ingress", o.Namespace, o.Name), func(d *Set) { d.Ingresses = append(d.Ingresses, o) })
+	}
+	for _, o := range s.Secrets {
+		fn(Key("Secret", o.Namespace, o.Name), func(d *Set) { d.Secrets = append(d.Secrets, o) })
+	}
+}

@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/vigil-agent/vigil/manifest"
 )
@@ -20,14 +21,23 @@ import (
 // objects run and the bad ones are reported; once a file runs, an edit that
 // breaks it is reported and the running version stays until the file is
 // fixed or removed.
+//
+// An object (kind, namespace, name) runs from one file, its owner. At the
+// first load the owner is the first file by name, as manifest.Load has it;
+// afterwards a file that runs keeps its objects: a file added or edited
+// later that defines one of them again is reported and its copy ignored,
+// until the owner stops defining it.
 type manifestWatcher struct {
 	dir     string
 	log     *slog.Logger
 	running map[string]*manifest.Set // by file path
+	owner   map[string]string        // object key -> file it runs from
+	dups    map[string]bool          // "file\x00key" copies reported already
 }
 
 func newManifestWatcher(dir string, log *slog.Logger) *manifestWatcher {
-	return &manifestWatcher{dir: dir, log: log, running: map[string]*manifest.Set{}}
+	return &manifestWatcher{dir: dir, log: log, running: map[string]*manifest.Set{},
+		owner: map[string]string{}, dups: map[string]bool{}}
 }
 
 // manifestFiles lists the manifest files of dir the way manifest.Load picks
@@ -76,9 +86,9 @@ func (w *manifestWatcher) reload() *manifest.Set {
 			_ = prev
 			continue
 		}
-		if !runs || !sameSet(prev, set) {
+		if (!runs && !set.Empty()) || (runs && !sameSet(prev, set)) {
 			w.log.Info("manifest loaded", "file", f, "workloads", len(set.Workloads),
-				"services", len(set.Services), "ingresses", len(set.Ingresses))
+				"services", len(set.Services), "ingresses", len(set.Ingresses), "secrets", len(set.Secrets))
 		}
 		set.Errors = nil
 		w.running[f] = set
@@ -92,48 +102,49 @@ func (w *manifestWatcher) reload() *manifest.Set {
 	return w.merge()
 }
 
-// merge joins the running sets; an object defined in two files runs from the
-// first file by name, and the other is reported.
+// merge joins the running sets, each object from its owner file (see
+// manifestWatcher). A copy in another file is reported once, when it first
+// appears.
 func (w *manifestWatcher) merge() *manifest.Set {
 	files := make([]string, 0, len(w.running))
 	for f := range w.running {
 		files = append(files, f)
 	}
 	sort.Strings(files)
-	out := &manifest.Set{}
-	seen := map[string]string{}
-	dup := func(file, kind, ns, name string) bool {
-		k := kind + " " + ns + "/" + name
-		if first, ok := seen[k]; ok {
-			w.log.Error("manifest rejected", "file", file,
-				"err", fmt.Sprintf("%s: %s: already defined in %s", file, k, first))
-			return true
-		}
-		seen[k] = file
-		return false
-	}
+
+	// Owners that no longer define their object give it up; the first
+	// file by name that does takes it.
+	defines := map[string][]string{} // key -> files, by name
 	for _, f := range files {
-		s := w.running[f]
-		for _, wl := range s.Workloads {
-			if !dup(f, wl.Kind, wl.Namespace, wl.Name) {
-				out.Workloads = append(out.Workloads, wl)
+		w.running[f].Each(func(key string) { defines[key] = append(defines[key], f) })
+	}
+	for key, owner := range w.owner {
+		if !slices.Contains(defines[key], owner) {
+			delete(w.owner, key)
+		}
+	}
+	dups := map[string]bool{}
+	for key, fs := range defines {
+		if _, ok := w.owner[key]; !ok {
+			w.owner[key] = fs[0]
+		}
+		for _, f := range fs {
+			if f == w.owner[key] {
+				continue
+			}
+			d := f + "\x00" + key
+			dups[d] = true
+			if !w.dups[d] {
+				w.log.Error("manifest rejected", "file", f, "err", &manifest.Error{File: f, Object: key,
+					Field: "metadata.name", Reason: "duplicate object: already defined in " + w.owner[key] + ", which runs it"})
 			}
 		}
-		for _, o := range s.Services {
-			if !dup(f, "Service", o.Namespace, o.Name) {
-				out.Services = append(out.Services, o)
-			}
-		}
-		for _, o := range s.Ingresses {
-			if !dup(f, "Ingress", o.Namespace, o.Name) {
-				out.Ingresses = append(out.Ingresses, o)
-			}
-		}
-		for _, o := range s.Secrets {
-			if !dup(f, "Secret", o.Namespace, o.Name) {
-				out.Secrets = append(out.Secrets, o)
-			}
-		}
+	}
+	w.dups = dups
+
+	out := &manifest.Set{}
+	for _, f := range files {
+		out.Append(w.running[f], func(key string) bool { return w.owner[key] == f })
 	}
 	return out
 }
@@ -142,16 +153,7 @@ func sameSet(a, b *manifest.Set) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	if len(a.Workloads) != len(b.Workloads) || len(a.Services) != len(b.Services) ||
-		len(a.Ingresses) != len(b.Ingresses) {
-		return false
-	}
-	for i := range a.Workloads {
-		if a.Workloads[i].Hash != b.Workloads[i].Hash || a.Workloads[i].Replicas != b.Workloads[i].Replicas {
-			return false
-		}
-	}
-	return true
+	return apiequality.Semantic.DeepEqual(a, b)
 }
 
 // watch calls apply after the directory changes, debounced so an editor's
