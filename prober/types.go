@@ -79,6 +79,9 @@ type Update struct {
 	// this run flipped it.
 	State   Result
 	Changed bool
+	// Early marks a readiness run between grid slots, retried because the
+	// instance has not passed yet; its failure changes no state.
+	Early bool
 	// Scheduled is the grid slot this run was due at, Ran when it started
 	// (Ran-Scheduled is its lateness) and Duration how long the handler took.
 	Scheduled, Ran time.Time

@@ -246,7 +246,7 @@ func (w *worker) runOnce(ctx context.Context, scheduled time.Time) (hold bool) {
 	if ctx.Err() == nil && w.notify != nil {
 		w.notify(Update{
 			Target: w.t, Outcome: o.result, Output: o.output, Warning: o.warning,
-			State: w.state, Changed: changed,
+			State: w.state, Changed: changed, Early: scheduled.Before(w.slot),
 			Scheduled: scheduled, Ran: ran, Duration: dur,
 		})
 	}

@@ -499,6 +499,13 @@ func TestReadinessRetriesUntilFirstPass(t *testing.T) {
 			t.Errorf("retry scheduled %v ran %v, want both at 5ms",
 				got[1].Scheduled.Sub(start), got[1].Ran.Sub(start))
 		}
+		// Only the retries between slots are early: the first run and the
+		// runs on the grid are not.
+		for i, up := range got {
+			if want := i >= 1 && i <= 3; up.Early != want {
+				t.Errorf("run %d at %v: early %v, want %v", i, up.Scheduled.Sub(start), up.Early, want)
+			}
+		}
 	})
 }
 

@@ -355,6 +355,9 @@ func (p *pod) handleProbe(ctx context.Context, u prober.Update) {
 	kind := kindName(u.Target.Kind)
 	ref := p.objRef(c.spec.Name)
 	switch {
+	case u.Early && u.Outcome != prober.Success:
+		// An early readiness retry while the container starts: the run on
+		// the grid reports a failure that lasts.
 	case u.Outcome == prober.Failure:
 		p.s.rec.record(ref, corev1.EventTypeWarning, ReasonUnhealthy, kind+" probe failed: "+u.Output)
 	case u.Outcome == prober.Unknown:

@@ -385,3 +385,40 @@ func TestLostStartReplyNoDuplicate(t *testing.T) {
 		}
 	})
 }
+
+// A failed early readiness retry records no event; the same failure on the
+// grid does.
+func TestEarlyReadinessFailureNoEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		pm := &fakeProber{}
+		opts := testOptions(t, rt)
+		opts.Exits, opts.Prober = rt, pm
+		s := New(opts)
+		defer runSupervisor(s)()
+		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{
+			withLiveness(deployment("app", 1, corev1.RestartPolicyAlways, "h"), nil, nil)}})
+		time.Sleep(time.Second)
+		synctest.Wait()
+
+		tg := pm.target("app/liveness")
+		tg.Kind = prober.Readiness
+		unhealthy := func() int {
+			n := 0
+			for _, ev := range s.Recorder().List().Items {
+				if ev.Reason == ReasonUnhealthy {
+					n++
+				}
+			}
+			return n
+		}
+		for _, early := range []bool{true, false} {
+			s.ProbeResult(prober.Update{Target: &tg, Outcome: prober.Failure, State: prober.Failure,
+				Output: "dial tcp: connection refused", Early: early})
+			synctest.Wait()
+		}
+		if n := unhealthy(); n != 1 {
+			t.Errorf("%d Unhealthy events for one early and one on-grid failure, want 1", n)
+		}
+	})
+}
