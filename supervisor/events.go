@@ -22,8 +22,10 @@ const (
 	ReasonFailed       = "Failed"
 	ReasonSandbox      = "SandboxChanged"
 	ReasonScheduled    = "Scheduled"
-	ReasonAdopted      = "Adopted"
-	ReasonFailedStop   = "FailedKillPod"
+	// ReasonFailedScheduling: a pod could not be placed (no free host port).
+	ReasonFailedScheduling = "FailedScheduling"
+	ReasonAdopted          = "Adopted"
+	ReasonFailedStop       = "FailedKillPod"
 )
 
 // Recorder keeps the latest events in memory, Kubernetes-shaped, and logs

@@ -422,3 +422,39 @@ func TestEarlyReadinessFailureNoEvent(t *testing.T) {
 		}
 	})
 }
+
+// A replica that finds no free host port is retried at each reconcile and
+// shows as one FailedScheduling event whose count grows, not as a new pod
+// name each time.
+func TestNoFreePortOneEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		opts := testOptions(t, rt)
+		opts.Exits, opts.Prober = rt, &fakeProber{}
+		opts.HostNetwork, opts.PortRange = true, [2]int{45990, 45991}
+		opts.ResyncPeriod = time.Second
+		s := New(opts)
+		s.ports.probe = func(int) bool { return true } // whatever else listens on this host
+		defer runSupervisor(s)()
+		wl := withLiveness(deployment("app", 3, corev1.RestartPolicyAlways, "h"), nil, nil)
+		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{wl}})
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+
+		if n := len(s.PodList().Items); n != 2 {
+			t.Errorf("%d pods, want the 2 that have ports", n)
+		}
+		var evs []corev1.Event
+		for _, ev := range s.Recorder().List().Items {
+			if ev.Reason == ReasonFailedScheduling {
+				evs = append(evs, ev)
+			}
+		}
+		if len(evs) != 1 || evs[0].InvolvedObject.Name != "app-h" || evs[0].Count < 2 {
+			t.Fatalf("FailedScheduling events %+v, want one for app-h counted at each retry", evs)
+		}
+		if !strings.Contains(evs[0].Message, "Deployment app") {
+			t.Errorf("event message %q does not name the Deployment", evs[0].Message)
+		}
+	})
+}

@@ -358,9 +358,14 @@ func (s *Supervisor) startPod(wl *manifest.Workload) {
 		template:     *wl.Template.DeepCopy(),
 	})
 	if err != nil {
-		s.log.Error("cannot create pod", "pod", wl.Namespace+"/"+name, "err", err)
-		s.rec.record(objectRef{namespace: wl.Namespace, pod: name}, corev1.EventTypeWarning,
-			ReasonFailed, err.Error())
+		// The pod never existed: the event names the replica set it was
+		// to belong to (name-hash), so that each retry adds to one event.
+		set := wl.Name
+		if wl.Kind != "Pod" {
+			set = wl.Name + "-" + wl.Hash
+		}
+		s.rec.record(objectRef{namespace: wl.Namespace, pod: set}, corev1.EventTypeWarning,
+			ReasonFailedScheduling, "cannot create a pod of "+wl.Kind+" "+wl.Name+": "+err.Error())
 		return
 	}
 	s.rec.record(p.objRef(""), corev1.EventTypeNormal, ReasonScheduled,
