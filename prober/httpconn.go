@@ -42,6 +42,11 @@ type keepAlive struct {
 	idleTimeout time.Duration
 
 	lastUsed time.Time
+	// Per-run state kept here rather than allocated by each run (runs
+	// never overlap).
+	body  io.LimitedReader // the body limiter
+	meter meteredReader    // the connection as the read buffer sees it
+	resp  http.Response    // the response of a run that took plainHead
 
 	mu        sync.Mutex
 	conn      net.Conn
@@ -131,13 +136,22 @@ func (k *keepAlive) roundTrip(ctx context.Context, deadline time.Time, limit int
 		return nil, nil, k.ctxErr(ctx, err), false
 	}
 
-	mr := &meteredReader{r: c, left: maxHeaderBytes}
+	mr := &k.meter
+	*mr = meteredReader{r: c, left: maxHeaderBytes}
 	br := brPool.Get().(*bufio.Reader)
 	br.Reset(mr)
 	defer func() {
 		br.Reset(nil)
 		brPool.Put(br)
+		mr.r = nil
 	}()
+
+	switch code, length, ok, err := plainHead(br); {
+	case err != nil:
+		return nil, nil, k.ctxErr(ctx, err), mr.got > 0
+	case ok:
+		return k.plainBody(ctx, br, code, length, limit)
+	}
 
 	for range maxInformational + 1 {
 		if resp, err = http.ReadResponse(br, k.req); err != nil {
@@ -154,12 +168,17 @@ func (k *keepAlive) roundTrip(ctx context.Context, deadline time.Time, limit int
 
 	// The header is in: the body is bounded by limit, not by the header cap.
 	mr.left = -1
-	body, rerr := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	// Only the body's length matters: it is read into io.Discard's pooled
+	// buffer, through a limiter kept in k, so that a run allocates nothing
+	// for it.
+	k.body = io.LimitedReader{R: resp.Body, N: limit + 1}
+	n, rerr := io.Copy(io.Discard, &k.body)
+	k.body.R = nil
 	switch {
 	case rerr != nil:
 		read = k.ctxErr(ctx, rerr)
 		k.close()
-	case int64(len(body)) > limit || resp.Close || br.Buffered() > 0:
+	case n > limit || resp.Close || br.Buffered() > 0:
 		// The rest of the body is left unread, the server asked to close,
 		// or it sent more than one response: the connection is not reusable.
 		k.close()
@@ -169,6 +188,137 @@ func (k *keepAlive) roundTrip(ctx context.Context, deadline time.Time, limit int
 	}
 	resp.Body = http.NoBody
 	return resp, read, nil, true
+}
+
+// plainHead reads the head of a response in the shape nearly every probe
+// gets: HTTP/1.1, a 2xx status, a Content-Length and otherwise only headers
+// that change nothing here, all in the first read. It then parses it
+// without allocating and consumes it, and ok is true. Any other response
+// (1xx, redirects, errors, chunked or closing bodies, HTTP/1.0, a head split
+// over reads, anything unusual) is left unread for http.ReadResponse, which
+// keeps its exact semantics. err is the error of that first read, as
+// http.ReadResponse reports it.
+func plainHead(br *bufio.Reader) (code int, length int64, ok bool, err error) {
+	if _, err := br.Peek(1); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, 0, false, err
+	}
+	buf, _ := br.Peek(br.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return 0, 0, false, nil
+	}
+	head := buf[:end+2] // each line with its CRLF
+	line, head, _ := bytes.Cut(head, []byte("\r\n"))
+	// "HTTP/1.1 2xx" and an optional reason phrase.
+	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || line[9] != '2' ||
+		!isDigit(line[10]) || !isDigit(line[11]) || len(line) > 12 && line[12] != ' ' {
+		return 0, 0, false, nil
+	}
+	code = 200 + int(line[10]-'0')*10 + int(line[11]-'0')
+	length = -1
+	for len(head) > 0 {
+		line, head, _ = bytes.Cut(head, []byte("\r\n"))
+		name, value, found := bytes.Cut(line, []byte(":"))
+		if !found || !validHeaderName(string(name)) || !plainValue(value) {
+			return 0, 0, false, nil
+		}
+		switch {
+		case asciiEqualFold(name, "Content-Length"):
+			n, isNum := parseLength(bytes.Trim(value, " \t"))
+			if !isNum || length >= 0 {
+				return 0, 0, false, nil
+			}
+			length = n
+		case asciiEqualFold(name, "Transfer-Encoding"), asciiEqualFold(name, "Connection"),
+			asciiEqualFold(name, "Trailer"):
+			return 0, 0, false, nil
+		}
+	}
+	if length < 0 {
+		return 0, 0, false, nil
+	}
+	_, _ = br.Discard(end + 4)
+	return code, length, true, nil
+}
+
+// plainBody reads the Content-Length body of a response plainHead parsed:
+// up to limit bytes count, as in the general path; the connection is kept
+// when the body was read whole and nothing follows it.
+func (k *keepAlive) plainBody(ctx context.Context, br *bufio.Reader, code int, length, limit int64) (resp *http.Response, read, err error, answered bool) {
+	k.meter.left = -1
+	n := min(length, limit+1)
+	if code == http.StatusNoContent {
+		n = 0 // whatever its Content-Length says, as net/http reads it
+	}
+	switch got, rerr := br.Discard(int(n)); {
+	case rerr != nil:
+		if int64(got) < n && rerr == io.EOF {
+			rerr = io.ErrUnexpectedEOF
+		}
+		read = k.ctxErr(ctx, rerr)
+		k.close()
+	case n > limit || br.Buffered() > 0:
+		k.close()
+	default:
+		k.lastUsed = time.Now()
+	}
+	// Only the status code is read of this response (a 2xx is neither a
+	// redirect nor judged by its headers), so neither Status nor Header is
+	// filled in; it lives until the next run.
+	k.resp = http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		ContentLength: length, Body: http.NoBody, Request: k.req}
+	return &k.resp, read, nil, true
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// plainValue reports whether a header value holds only visible ASCII,
+// spaces and tabs.
+func plainValue(v []byte) bool {
+	for _, c := range v {
+		if c < ' ' && c != '\t' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// asciiEqualFold reports whether b is s, ignoring ASCII case.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// parseLength parses a Content-Length of 1 to 18 decimal digits.
+func parseLength(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if !isDigit(c) {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
 }
 
 // watch makes the end of ctx interrupt a run blocked on the connection: a

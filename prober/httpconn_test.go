@@ -1,10 +1,13 @@
 package prober
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -188,5 +191,118 @@ func TestKeepAliveRefusesInvalidHeaders(t *testing.T) {
 		if _, err := newKeepAlive(req, "127.0.0.1:1", plainDialer(), time.Second); err == nil {
 			t.Errorf("header %q: %q accepted", hd.Name, hd.Value)
 		}
+	}
+}
+
+// BenchmarkKeepAliveProbe measures one run of a plain-HTTP probe on its kept
+// connection, allocations included. The server is a bare loop answering
+// every request with the same bytes, so that what is allocated is the
+// prober's.
+func BenchmarkKeepAliveProbe(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	const answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Date: Fri, 04 Dec 2026 16:00:00 GMT\r\n\r\nok"
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4<<10)
+				for {
+					// A probe request fits in one read.
+					if _, err := c.Read(buf); err != nil {
+						return
+					}
+					if _, err := io.WriteString(c, answer); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	host, port, _ := net.SplitHostPort(l.Addr().String())
+	p, _ := strconv.Atoi(port)
+	hosts, _ := newHostPolicy(nil)
+	env := newHandlerEnv(DefaultUserAgent, hosts, ConnReuse)
+	h := newHTTPHandler(httpTarget(host, intstr.FromInt(p), "/healthz", time.Second), env)
+	hh, ok := h.(*httpHandler)
+	if !ok || hh.ka == nil {
+		b.Fatalf("handler %T does not use a kept connection", h)
+	}
+	defer hh.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.ReportAllocs()
+	for b.Loop() {
+		o, err := hh.probeBy(ctx, time.Now().Add(time.Second))
+		if err != nil || o.result != Success {
+			b.Fatalf("probe: %+v, %v", o, err)
+		}
+	}
+}
+
+// TestPlainHead checks which responses the allocation-free path takes and
+// that it leaves every other one unread for http.ReadResponse.
+func TestPlainHead(t *testing.T) {
+	const tail = "ok"
+	for _, tc := range []struct {
+		name, head string
+		ok         bool
+		code       int
+		length     int64
+	}{
+		{"plain", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\n", true, 200, 2},
+		{"no reason", "HTTP/1.1 204\r\ncontent-length: 0\r\n\r\n", true, 204, 0},
+		{"length with spaces", "HTTP/1.1 299 Whatever\r\nContent-Length: \t2 \r\n\r\n", true, 299, 2},
+		{"no length", "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n", false, 0, 0},
+		{"no headers", "HTTP/1.1 200 OK\r\n\r\n", false, 0, 0},
+		{"two lengths", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", false, 0, 0},
+		{"signed length", "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\n", false, 0, 0},
+		{"chunked", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n", false, 0, 0},
+		{"connection", "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n", false, 0, 0},
+		{"trailer", "HTTP/1.1 200 OK\r\nTrailer: X\r\nContent-Length: 2\r\n\r\n", false, 0, 0},
+		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n", false, 0, 0},
+		{"redirect", "HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 2\r\n\r\n", false, 0, 0},
+		{"failure", "HTTP/1.1 500 Oops\r\nContent-Length: 2\r\n\r\n", false, 0, 0},
+		{"informational", "HTTP/1.1 100 Continue\r\n\r\n", false, 0, 0},
+		{"short code", "HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\n", false, 0, 0},
+		{"long code", "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\n", false, 0, 0},
+		{"bare LF", "HTTP/1.1 200 OK\nContent-Length: 2\n\n", false, 0, 0},
+		{"folded", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\r\n b\r\n\r\n", false, 0, 0},
+		{"space in name", "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\n", false, 0, 0},
+		{"control in value", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: a\x01\r\n\r\n", false, 0, 0},
+		{"non-ASCII in value", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: \xe9\r\n\r\n", false, 0, 0},
+		{"head not complete", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n", false, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			br := bufio.NewReaderSize(strings.NewReader(tc.head+tail), 2<<10)
+			code, length, ok, err := plainHead(br)
+			if err != nil {
+				t.Fatalf("error %v", err)
+			}
+			if ok != tc.ok || code != tc.code || length != tc.length {
+				t.Fatalf("got ok %v code %d length %d, want %v %d %d", ok, code, length, tc.ok, tc.code, tc.length)
+			}
+			rest, _ := io.ReadAll(br)
+			want := tc.head + tail
+			if ok {
+				want = tail
+			}
+			if string(rest) != want {
+				t.Errorf("left %q unread, want %q", rest, want)
+			}
+		})
+	}
+
+	// No byte at all is an unexpected EOF, as http.ReadResponse has it.
+	if _, _, _, err := plainHead(bufio.NewReader(strings.NewReader(""))); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("empty response: %v, want unexpected EOF", err)
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"sync"
@@ -68,6 +69,8 @@ func main() {
 	ports := flag.Int("ports", 100, "listening ports the targets are spread over")
 	proberCPU := flag.Int("prober-cpu", 0, "CPU the prober's process is pinned to; the servers get the others (-1: no pinning)")
 	cpuProfile := flag.String("cpuprofile", "", "write the prober's CPU profile of the measured part to this file")
+	traceFile := flag.String("trace", "", "write a runtime trace of the measured part to this file (keep the run short)")
+	memProfile := flag.String("memprofile", "", "write the prober's heap profile at the end of the measured part to this file")
 	serversOn := flag.String("servers-on", "", "internal: the CPUs of the servers, set when pinned")
 	child := flag.Bool("child", false, "internal: serve the targets")
 	flag.Parse()
@@ -88,7 +91,7 @@ func main() {
 		log.Fatalf("unknown -mode %q: want reuse or linger", *mode)
 	}
 	runtime.GOMAXPROCS(1)
-	run(*targets, *ports, *period, *duration, policy, *mode, serverCPUs, *cpuProfile)
+	run(*targets, *ports, *period, *duration, policy, *mode, serverCPUs, *cpuProfile, *memProfile, *traceFile)
 }
 
 // pin makes the whole process run on CPU cpu and returns the set the target
@@ -143,7 +146,7 @@ func pin(cpu int, serversOn string) *unix.CPUSet {
 
 // run is the parent: the prober under test.
 func run(n, nports int, period, duration time.Duration, policy prober.ConnPolicy, mode string,
-	serverCPUs *unix.CPUSet, cpuProfile string) {
+	serverCPUs *unix.CPUSet, cpuProfile, memProfile, traceFile string) {
 	ch, portList := startChild(nports, serverCPUs)
 	defer func() {
 		_ = ch.cmd.Process.Kill() // our own child, by PID
@@ -190,6 +193,16 @@ func run(n, nports int, period, duration time.Duration, policy prober.ConnPolicy
 			log.Fatal(err)
 		}
 	}
+	if traceFile != "" {
+		f, err := os.Create(traceFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+	}
 	rec.measuring.Store(true)
 	u0, t0 := cpu(), time.Now()
 	done := time.After(duration - warm)
@@ -214,11 +227,15 @@ loop:
 	}
 	rec.measuring.Store(false)
 	pprof.StopCPUProfile()
+	trace.Stop()
 	u1, elapsed := cpu(), time.Since(t0)
 	cw, sw := ch.timeWait()
 	goroutines := runtime.NumGoroutine()
 	rt1 := readRuntime()
 	runtime.ReadMemStats(&ms1)
+	if memProfile != "" {
+		writeHeapProfile(memProfile)
+	}
 	m.Stop()
 
 	probes := rec.count.Load()
@@ -237,6 +254,20 @@ loop:
 		fmt.Printf("  failed %d times: %s\n", n, msg)
 	}
 	fmt.Printf("TIME_WAIT at end: client side %d, server side %d\n", cw, sw)
+}
+
+// writeHeapProfile writes the live heap as of the last GC to path.
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		log.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		log.Fatal(err)
+	}
 }
 
 // recorder takes Updates; it must be cheap, so it only counts.
