@@ -101,7 +101,7 @@ func TestValidationRules(t *testing.T) {
 			"spec.containers[1].ports[0].protocol", `unsupported value "tcp"`},
 		{"host port range", pod("    - {name: b, image: b, ports: [{containerPort: 80, hostPort: 70000}]}"),
 			"spec.containers[1].ports[0].hostPort", "between 1 and 65535"},
-		{"container name too long", pod("    - {name: "+strings.Repeat("a", 64)+", image: b}"),
+		{"container name too long", pod("    - {name: " + strings.Repeat("a", 64) + ", image: b}"),
 			"spec.containers[1].name", "must be no more than 63 characters"},
 		{"restartPolicy", pod("  restartPolicy: Sometimes"), "spec.restartPolicy", `unsupported value "Sometimes"`},
 		{"initContainers", pod("  initContainers: [{name: i, image: i}]"), "spec.initContainers", "not supported"},
