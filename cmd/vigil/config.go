@@ -53,7 +53,7 @@ var options = []option{
 	{"proxy.serveClassless", true, "also serve Ingresses without an ingressClassName"},
 	{"proxy.trustedProxies", []string{}, "CIDRs whose X-Forwarded-* headers are kept"},
 	{"proxy.accessLog", false, "log every proxied request"},
-	{"admin.listen", "127.0.0.1:10249", "address of the admin API (/healthz, /metrics, /pods, /events)"},
+	{"admin.listen", "127.0.0.1:10249", "address of the admin API (/healthz, /metrics, /pods, /events; host:port, required)"},
 	{"log.format", "text", "log format: text or json"},
 	{"log.level", "info", "log level: debug, info, warn or error"},
 	{"instance", "default", "name of this vigil on the runtime: it adopts and removes only pods labelled with it, so vigils with different names can share one runtime"},
