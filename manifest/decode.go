@@ -54,8 +54,11 @@ func isKnownKind(apiVersion, kind string) bool {
 // as `unknown field "spec.replica"`.
 var strictFieldRe = regexp.MustCompile(`^(unknown|duplicate) field "(.*)"$`)
 
-// decodeStrict decodes one object of a known kind; any strictness violation
-// rejects it, each reported on its own.
+// decodeStrict decodes one object of a known kind. A strictness violation
+// (unknown or duplicated field) comes back as errors, each on its own, with
+// the object as decoded without it, so that its other problems can be
+// reported in the same pass; the caller must still reject it. The object is
+// nil when the document does not decode at all.
 func decodeStrict(file, object string, doc []byte) (runtime.Object, []error) {
 	obj, _, err := decoder.Decode(doc, nil, nil)
 	if err == nil {
@@ -74,7 +77,7 @@ func decodeStrict(file, object string, doc []byte) (runtime.Object, []error) {
 		}
 		errs = append(errs, &Error{File: file, Object: object, Reason: e.Error()})
 	}
-	return nil, errs
+	return obj, errs
 }
 
 // templateHash is 10 hex digits of the SHA-256 of the template's JSON.

@@ -15,7 +15,8 @@
 //
 // Recognised kinds: apps/v1 Deployment, v1 Pod, v1 Service, v1 Secret and
 // networking.k8s.io/v1 Ingress. Decoding is strict: an unknown or duplicated
-// field rejects the object. Any other kind or apiVersion is rejected.
+// field rejects the object, which is still validated so that all its errors
+// are listed together. Any other kind or apiVersion is rejected.
 //
 // An object is identified by kind, namespace and name. When the same identity
 // appears twice, the later one (in file order, then document order) is

@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 )
@@ -165,24 +166,32 @@ func (l *loader) loadDoc(file, label string, doc []byte) {
 	}
 
 	object := objectName(h.Kind, h.Metadata.Namespace, h.Metadata.Name, label)
-	obj, errs := decodeStrict(file, object, doc)
-	if len(errs) > 0 {
-		l.fail(errs...)
+	obj, decodeErrs := decodeStrict(file, object, doc)
+	if obj == nil {
+		l.fail(decodeErrs...)
 		return
 	}
 
 	switch o := obj.(type) {
 	case *appsv1.Deployment:
-		l.addDeployment(file, label, o)
+		l.addDeployment(file, label, o, decodeErrs)
 	case *corev1.Pod:
-		l.addPod(file, label, o)
+		l.addPod(file, label, o, decodeErrs)
 	case *corev1.Service:
-		l.addService(file, label, o)
+		l.addService(file, label, o, decodeErrs)
 	case *corev1.Secret:
-		l.addSecret(file, label, o)
+		l.addSecret(file, label, o, decodeErrs)
 	case *networkingv1.Ingress:
-		l.addIngress(file, label, o)
+		l.addIngress(file, label, o, decodeErrs)
 	}
+}
+
+// rejected records an object's decoding errors and then its validation
+// errors, and reports whether there were any: such an object is not loaded.
+func (l *loader) rejected(file, object string, decodeErrs []error, invalid field.ErrorList) bool {
+	l.fail(decodeErrs...)
+	l.fail(toErrors(file, object, invalid)...)
+	return len(decodeErrs)+len(invalid) > 0
 }
 
 // objectName renders "Kind namespace/name" for Error.Object, falling back to
@@ -212,15 +221,14 @@ func (l *loader) claim(file, label, object, name string) error {
 	return nil
 }
 
-func (l *loader) addDeployment(file, label string, d *appsv1.Deployment) {
+func (l *loader) addDeployment(file, label string, d *appsv1.Deployment, decodeErrs []error) {
 	defaultDeployment(d)
 	object := objectName("Deployment", d.Namespace, d.Name, label)
 	if err := l.claim(file, label, object, d.Name); err != nil {
-		l.fail(err)
+		l.fail(append(decodeErrs, err)...)
 		return
 	}
-	if errs := validateDeployment(d); len(errs) > 0 {
-		l.fail(toErrors(file, object, errs)...)
+	if l.rejected(file, object, decodeErrs, validateDeployment(d)) {
 		return
 	}
 	l.set.Workloads = append(l.set.Workloads, &Workload{
@@ -235,15 +243,14 @@ func (l *loader) addDeployment(file, label string, d *appsv1.Deployment) {
 	})
 }
 
-func (l *loader) addPod(file, label string, p *corev1.Pod) {
+func (l *loader) addPod(file, label string, p *corev1.Pod, decodeErrs []error) {
 	defaultPod(p)
 	object := objectName("Pod", p.Namespace, p.Name, label)
 	if err := l.claim(file, label, object, p.Name); err != nil {
-		l.fail(err)
+		l.fail(append(decodeErrs, err)...)
 		return
 	}
-	if errs := validatePod(p); len(errs) > 0 {
-		l.fail(toErrors(file, object, errs)...)
+	if l.rejected(file, object, decodeErrs, validatePod(p)) {
 		return
 	}
 	tpl := corev1.PodTemplateSpec{Spec: p.Spec}
@@ -260,29 +267,27 @@ func (l *loader) addPod(file, label string, p *corev1.Pod) {
 	})
 }
 
-func (l *loader) addService(file, label string, s *corev1.Service) {
+func (l *loader) addService(file, label string, s *corev1.Service, decodeErrs []error) {
 	defaultService(s)
 	object := objectName("Service", s.Namespace, s.Name, label)
 	if err := l.claim(file, label, object, s.Name); err != nil {
-		l.fail(err)
+		l.fail(append(decodeErrs, err)...)
 		return
 	}
-	if errs := validateService(s); len(errs) > 0 {
-		l.fail(toErrors(file, object, errs)...)
+	if l.rejected(file, object, decodeErrs, validateService(s)) {
 		return
 	}
 	l.set.Services = append(l.set.Services, s)
 }
 
-func (l *loader) addSecret(file, label string, s *corev1.Secret) {
+func (l *loader) addSecret(file, label string, s *corev1.Secret, decodeErrs []error) {
 	defaultSecret(s)
 	object := objectName("Secret", s.Namespace, s.Name, label)
 	if err := l.claim(file, label, object, s.Name); err != nil {
-		l.fail(err)
+		l.fail(append(decodeErrs, err)...)
 		return
 	}
-	if errs := validateSecret(s); len(errs) > 0 {
-		l.fail(toErrors(file, object, errs)...)
+	if l.rejected(file, object, decodeErrs, validateSecret(s)) {
 		return
 	}
 	if s.Type == corev1.SecretTypeTLS {
@@ -290,15 +295,14 @@ func (l *loader) addSecret(file, label string, s *corev1.Secret) {
 	}
 }
 
-func (l *loader) addIngress(file, label string, ing *networkingv1.Ingress) {
+func (l *loader) addIngress(file, label string, ing *networkingv1.Ingress, decodeErrs []error) {
 	defaultIngress(ing)
 	object := objectName("Ingress", ing.Namespace, ing.Name, label)
 	if err := l.claim(file, label, object, ing.Name); err != nil {
-		l.fail(err)
+		l.fail(append(decodeErrs, err)...)
 		return
 	}
-	if errs := validateIngress(ing); len(errs) > 0 {
-		l.fail(toErrors(file, object, errs)...)
+	if l.rejected(file, object, decodeErrs, validateIngress(ing)) {
 		return
 	}
 	l.set.Ingresses = append(l.set.Ingresses, ing)

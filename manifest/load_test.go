@@ -414,3 +414,77 @@ func TestListAndJSON(t *testing.T) {
 		t.Errorf("errors = %+v, want one on document 1", got)
 	}
 }
+
+// An object with an unknown or duplicated field is still validated, so all
+// its problems are listed at once; it is not loaded.
+func TestStrictAndValidationErrorsTogether(t *testing.T) {
+	type fe struct{ field, reason string }
+	for _, tc := range []struct {
+		desc, body string
+		want       []fe
+	}{
+		{"unknown field and bad values", `
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  restartPolicy: Sometimes
+  containers:
+    - {name: app, image: app:1, imagePullPolicy: Nevr, livenesProbe: {}}
+`, []fe{
+			{"spec.containers[0].livenesProbe", "unknown field"},
+			{"spec.restartPolicy", `unsupported value "Sometimes"`},
+			{"spec.containers[0].imagePullPolicy", `unsupported value "Nevr"`},
+		}},
+		{"duplicate field and bad value", `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d}
+spec:
+  replicas: 1
+  replicas: -1
+  selector: {matchLabels: {app: a}}
+  template:
+    metadata: {labels: {app: a}}
+    spec:
+      containers: [{name: app, image: app:1}]
+`, []fe{
+			// The YAML layer reports a repeated key by line, not by path.
+			{"", `line 7: key "replicas" already set in map`},
+			{"spec.replicas", "must be greater than or equal to 0"},
+		}},
+		{"unknown field on a duplicate object", `
+apiVersion: v1
+kind: Service
+metadata: {name: s}
+spec: {ports: [{port: 1}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s}
+spec: {ports: [{port: 1, nmae: x}]}
+`, []fe{
+			{"spec.ports[0].nmae", "unknown field"},
+			{"metadata.name", "duplicate object"},
+		}},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			set := loadOne(t, tc.body)
+			if len(set.Errors) != len(tc.want) {
+				t.Fatalf("got %d errors, want %d: %v", len(set.Errors), len(tc.want), set.Errors)
+			}
+			for i, w := range tc.want {
+				e := set.Errors[i].(*Error)
+				if e.Field != w.field || !strings.Contains(e.Reason, w.reason) {
+					t.Errorf("error %d: got %s: %q, want %s: containing %q", i, e.Field, e.Reason, w.field, w.reason)
+				}
+			}
+			if n := len(set.Workloads); n != 0 {
+				t.Errorf("rejected object loaded (%d workloads)", n)
+			}
+			if n := len(set.Services); n > 1 {
+				t.Errorf("%d services loaded, want at most the first", n)
+			}
+		})
+	}
+}

@@ -193,6 +193,13 @@ func validateContainer(c *corev1.Container, path *field.Path) field.ErrorList {
 	if c.Image == "" {
 		errs = append(errs, field.Required(path.Child("image"), ""))
 	}
+	// Defaulting filled an empty policy; anything else is as written.
+	switch c.ImagePullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		errs = append(errs, field.NotSupported(path.Child("imagePullPolicy"), c.ImagePullPolicy,
+			[]corev1.PullPolicy{corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever}))
+	}
 	errs = append(errs, validatePorts(c.Ports, path.Child("ports"))...)
 	errs = append(errs, validateEnv(c.Env, path.Child("env"))...)
 	if len(c.EnvFrom) > 0 {

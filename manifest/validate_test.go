@@ -91,6 +91,18 @@ func TestValidationRules(t *testing.T) {
 		{"container name", pod("    - {name: B, image: b}"),
 			"spec.containers[1].name", `"B": a lowercase RFC 1123 label`},
 		{"image required", pod("    - {name: b}"), "spec.containers[1].image", "is required"},
+		{"imagePullPolicy", pod("      imagePullPolicy: Nevr"), c0 + "imagePullPolicy",
+			`unsupported value "Nevr": supported values: "Always", "IfNotPresent", "Never"`},
+		{"imagePullPolicy is case-sensitive", pod("      imagePullPolicy: always"), c0 + "imagePullPolicy",
+			`unsupported value "always"`},
+		{"deployment imagePullPolicy", strings.Replace(deploymentOnly, "image: ", "imagePullPolicy: Nevr\n          image: ", 1),
+			"spec.template.spec.containers[0].imagePullPolicy", `unsupported value "Nevr"`},
+		{"protocol", pod("    - {name: b, image: b, ports: [{containerPort: 80, protocol: tcp}]}"),
+			"spec.containers[1].ports[0].protocol", `unsupported value "tcp"`},
+		{"host port range", pod("    - {name: b, image: b, ports: [{containerPort: 80, hostPort: 70000}]}"),
+			"spec.containers[1].ports[0].hostPort", "between 1 and 65535"},
+		{"container name too long", pod("    - {name: " + strings.Repeat("a", 64) + ", image: b}"),
+			"spec.containers[1].name", "must be no more than 63 characters"},
 		{"restartPolicy", pod("  restartPolicy: Sometimes"), "spec.restartPolicy", `unsupported value "Sometimes"`},
 		{"initContainers", pod("  initContainers: [{name: i, image: i}]"), "spec.initContainers", "not supported"},
 		{"pod name", strings.Replace(pod(""), "name: p", "name: P_1", 1), "metadata.name", `"P_1"`},
@@ -198,6 +210,8 @@ func TestValidEdgeCases(t *testing.T) {
 		{"wildcard host", ingress("  rules: [{host: '*.example.com', http: {paths: [{path: /, pathType: Exact, backend: " +
 			svcBackend + "}]}}]")},
 		{"default backend only", ingress("  defaultBackend: " + svcBackend)},
+		{"pull policies", pod("    - {name: b, image: b, imagePullPolicy: Always}\n" +
+			"    - {name: c, image: c, imagePullPolicy: Never}\n    - {name: d, image: d, imagePullPolicy: IfNotPresent}")},
 		{"opaque secret", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {k: v}"},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -404,8 +404,16 @@ func TestHostPolicy(t *testing.T) {
 			t.Errorf("allowed(%q, own %q) = %v, want %v", tt.host, tt.own, got, tt.want)
 		}
 	}
-	if _, err := newHostPolicy([]string{"10.0.0.0/33"}); err == nil {
-		t.Error("a bad CIDR parsed")
+	for _, tc := range []struct{ entry, want string }{
+		{"10.0.0.0/33", `"10.0.0.0/33" is not a valid CIDR`},
+		{"10.0.0.256", `"10.0.0.256" is not a valid IP address`},
+		{"fe80::zz", `"fe80::zz" is not a valid IP address`},
+		{"bad_host", `"bad_host" is neither an IP, a CIDR nor a valid host name`},
+	} {
+		_, err := newHostPolicy([]string{tc.entry})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("newHostPolicy(%q) = %v, want %q", tc.entry, err, tc.want)
+		}
 	}
 	if err := (Options{AllowedHosts: []string{"a b"}}).Validate(); err == nil {
 		t.Error("Validate accepted a host with a space")

@@ -33,7 +33,25 @@ const (
 
 // clientCommands are the commands that read a running vigil's admin API.
 func clientCommands() []*cobra.Command {
-	get := &cobra.Command{Use: "get", Short: "Show pods or endpoints of a running vigil"}
+	get := &cobra.Command{
+		Use:   "get RESOURCE",
+		Short: "Show pods or endpoints of a running vigil",
+		// Reached only when no resource command matched.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var names []string
+			for _, c := range cmd.Commands() {
+				if c.IsAvailableCommand() {
+					names = append(names, c.Name())
+				}
+			}
+			known := strings.Join(names, ", ")
+			if len(args) == 0 {
+				return fmt.Errorf("get: name a resource: %s", known)
+			}
+			return fmt.Errorf("get: unknown resource %q: vigil serves %s", args[0], known)
+		},
+	}
 	get.AddCommand(
 		clientCommand("pods", "List pods: NAME READY STATUS RESTARTS AGE (-o wide adds IP, NODE, HOST-PORTS)",
 			"/pods", []string{"wide"}, func() any { return &corev1.PodList{} },

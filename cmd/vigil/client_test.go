@@ -262,3 +262,24 @@ func TestAdminURLFromEnvironment(t *testing.T) {
 		t.Errorf("adminURL = %q, %v; want http://127.0.0.1:10300", got, err)
 	}
 }
+
+// An unknown or missing resource fails and names the resources there are.
+func TestGetUnknownResource(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "foo"}, `get: unknown resource "foo": vigil serves endpoints, pods`},
+		{[]string{"get"}, "get: name a resource: endpoints, pods"},
+	} {
+		root := newRootCommand()
+		var out bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&out)
+		root.SetArgs(tc.args)
+		err := root.Execute()
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("vigil %s: err = %v, want %q\n%s", strings.Join(tc.args, " "), err, tc.want, out.String())
+		}
+	}
+}

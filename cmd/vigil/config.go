@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"sort"
@@ -13,6 +14,8 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/vigil-agent/vigil/prober"
 )
 
 // option is one setting. Every option is a key in the YAML config file
@@ -50,7 +53,7 @@ var options = []option{
 	{"proxy.serveClassless", true, "also serve Ingresses without an ingressClassName"},
 	{"proxy.trustedProxies", []string{}, "CIDRs whose X-Forwarded-* headers are kept"},
 	{"proxy.accessLog", false, "log every proxied request"},
-	{"admin.listen", "127.0.0.1:10249", "address of the admin API (/healthz, /metrics, /pods, /events)"},
+	{"admin.listen", "127.0.0.1:10249", "address of the admin API (/healthz, /metrics, /pods, /events; host:port, required)"},
 	{"log.format", "text", "log format: text or json"},
 	{"log.level", "info", "log level: debug, info, warn or error"},
 	{"instance", "default", "name of this vigil on the runtime: it adopts and removes only pods labelled with it, so vigils with different names can share one runtime"},
@@ -174,11 +177,16 @@ func checkKeys(v *viper.Viper) error {
 
 func decode(v *viper.Viper) (*Config, error) {
 	var errs []error
+	// parsed records the duration keys that parsed, so that a rule across
+	// keys is checked only on values that were read.
+	parsed := map[string]bool{}
 	dur := func(key string) time.Duration {
 		d, err := parseDuration(v.Get(key))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
+			return 0
 		}
+		parsed[key] = true
 		return d
 	}
 	c := &Config{}
@@ -243,11 +251,29 @@ func decode(v *viper.Viper) (*Config, error) {
 	} else if msgs := validation.IsValidLabelValue(c.Instance); len(msgs) > 0 {
 		errs = append(errs, fmt.Errorf("instance: %q is not a valid label value: %s", c.Instance, strings.Join(msgs, "; ")))
 	}
-	if c.Runtime.CallTimeout <= 0 {
-		errs = append(errs, errors.New("runtime.callTimeout: must be positive"))
+	for _, l := range []struct {
+		key, addr string
+		emptyOK   bool
+	}{
+		{"proxy.listen", c.Proxy.Listen, true},
+		{"proxy.tlsListen", c.Proxy.TLSListen, true},
+		{"admin.listen", c.Admin.Listen, false},
+	} {
+		if err := checkListen(l.addr, l.emptyOK); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", l.key, err))
+		}
 	}
-	if c.Backoff.Initial <= 0 || c.Backoff.Max < c.Backoff.Initial {
-		errs = append(errs, errors.New("backoff: initial must be positive and max at least initial"))
+	if err := (prober.Options{AllowedHosts: c.Probes.AllowedHosts}).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("probes.allowedHosts: %w", err))
+	}
+	if parsed["runtime.callTimeout"] && c.Runtime.CallTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("runtime.callTimeout: %s must be positive", c.Runtime.CallTimeout))
+	}
+	if parsed["backoff.initial"] && c.Backoff.Initial <= 0 {
+		errs = append(errs, fmt.Errorf("backoff.initial: %s must be positive", c.Backoff.Initial))
+	} else if parsed["backoff.initial"] && parsed["backoff.max"] && c.Backoff.Max < c.Backoff.Initial {
+		errs = append(errs, fmt.Errorf("backoff.max: %s is less than backoff.initial (%s)",
+			c.Backoff.Max, c.Backoff.Initial))
 	}
 	return c, errors.Join(errs...)
 }
@@ -273,6 +299,30 @@ func parseDuration(raw any) (time.Duration, error) {
 	default:
 		return 0, fmt.Errorf("%v is not a duration such as \"10s\"", val)
 	}
+}
+
+// checkListen accepts what net.Listen takes for a TCP address with a
+// numeric port: "host:port", ":port", "[v6]:port", with port 0 to 65535.
+// Empty is accepted only when emptyOK.
+func checkListen(addr string, emptyOK bool) error {
+	if addr == "" {
+		if emptyOK {
+			return nil
+		}
+		return errors.New("must not be empty")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("%q: %s", addr, ae.Err)
+		}
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return nil
 }
 
 func parseRange(s string) (int, int, error) {

@@ -76,6 +76,15 @@ func TestConfigErrors(t *testing.T) {
 		{"bad endpoint", "runtime:\n  endpoint: tcp://x\n", []string{"runtime.endpoint"}},
 		{"bad cidr", "proxy:\n  trustedProxies: [nope]\n", []string{"proxy.trustedProxies"}},
 		{"malformed yaml", "proxy: [\n", []string{"vigil.yaml"}},
+		{"listen without port", "admin:\n  listen: nohost\n", []string{`admin.listen: "nohost": missing port in address`}},
+		{"listen port range", "proxy:\n  listen: 127.0.0.1:99999\n", []string{"proxy.listen", `port "99999" is not a number from 0 to 65535`}},
+		{"tls listen named port", "proxy:\n  tlsListen: 127.0.0.1:https\n", []string{"proxy.tlsListen", `port "https"`}},
+		{"admin listen empty", "admin:\n  listen: \"\"\n", []string{"admin.listen: must not be empty"}},
+		{"allowed host cidr", "probes:\n  allowedHosts: [10.0.0.0/33]\n", []string{"probes.allowedHosts", `"10.0.0.0/33" is not a valid CIDR`}},
+		{"allowed host ip", "probes:\n  allowedHosts: [10.0.0.256]\n", []string{"probes.allowedHosts", `"10.0.0.256" is not a valid IP address`}},
+		{"allowed host name", "probes:\n  allowedHosts: [bad_host]\n", []string{"probes.allowedHosts", `"bad_host" is neither an IP, a CIDR nor a valid host name`}},
+		{"backoff initial zero", "backoff:\n  initial: 0s\n", []string{"backoff.initial: 0s must be positive"}},
+		{"backoff max below initial", "backoff:\n  initial: 20s\n  max: 10s\n", []string{"backoff.max: 10s is less than backoff.initial (20s)"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.desc, func(t *testing.T) {
@@ -90,6 +99,45 @@ func TestConfigErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A listen address given by flag is checked as one from the file.
+func TestListenFlag(t *testing.T) {
+	_, err := loadConfig(flags(t, "--admin.listen=127.0.0.1:99999"))
+	if err == nil || !strings.Contains(err.Error(), `admin.listen: "127.0.0.1:99999": port "99999"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestListenAccepted(t *testing.T) {
+	for _, addr := range []string{":0", "127.0.0.1:0", "[::1]:8080", "localhost:65535"} {
+		if _, err := loadConfig(flags(t, "--admin.listen", addr, "--proxy.listen", addr, "--proxy.tlsListen", addr)); err != nil {
+			t.Errorf("%s: %v", addr, err)
+		}
+	}
+	cfg, err := loadConfig(flags(t, "--proxy.listen", ""))
+	if err != nil || cfg.Proxy.Listen != "" {
+		t.Errorf("empty proxy.listen: %v, %q", err, cfg.Proxy.Listen)
+	}
+}
+
+// A key that fails to parse is reported once, not again by the rules that
+// compare it with other keys.
+func TestDurationErrorReportedOnce(t *testing.T) {
+	for _, tc := range []struct{ body, key string }{
+		{"backoff:\n  initial: 10\n", "backoff.initial"},
+		{"backoff:\n  max: soon\n", "backoff.max"},
+		{"runtime:\n  callTimeout: 5\n", "runtime.callTimeout"},
+	} {
+		_, err := loadConfig(flags(t, "--config", writeConfig(t, tc.body)))
+		if err == nil {
+			t.Fatalf("%s accepted", tc.body)
+		}
+		lines := strings.Split(err.Error(), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], tc.key+": ") || !strings.Contains(lines[0], "s\"") {
+			t.Errorf("%s: want one error naming %s with a hint, got %q", tc.key, tc.key, err)
+		}
 	}
 }
 

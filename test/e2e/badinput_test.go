@@ -121,3 +121,81 @@ func TestConfigErrorsAndPrecedence(t *testing.T) {
 		t.Errorf("flag did not override the environment: %v %q", err, out)
 	}
 }
+
+// vigil check refuses the config values and manifest fields that vigil run
+// would refuse or act on wrongly, and run refuses the config with the same
+// words; an unknown get resource fails.
+func TestCheckRefusesWhatRunRefuses(t *testing.T) {
+	e := needEnv(t)
+	dir, manifests := t.TempDir(), t.TempDir()
+	config := dir + "/bad.yaml"
+	if err := os.WriteFile(config, []byte("admin:\n  listen: nohost\n"+
+		"probes:\n  allowedHosts: [10.0.0.0/33]\nbackoff:\n  initial: 10\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wantConfig := []string{
+		`admin.listen: "nohost": missing port in address`,
+		`probes.allowedHosts: "10.0.0.0/33" is not a valid CIDR`,
+		`backoff.initial: 10 has no unit`,
+	}
+	// A runtime socket that does not exist, so a run that got past its
+	// config would fail instead of touching the shared containerd.
+	isolated := []string{"--manifests", manifests, "--runtime.endpoint", "unix://" + dir + "/none.sock",
+		"--runtime.containerd", "none", "--lockFile", dir + "/lock"}
+	for _, sub := range []string{"check", "run"} {
+		out, err := runVigil(t, e, append([]string{sub, "--config", config}, isolated...)...)
+		if err == nil {
+			t.Fatalf("vigil %s accepted the config:\n%s", sub, out)
+		}
+		for _, w := range wantConfig {
+			if !strings.Contains(out, w) {
+				t.Errorf("vigil %s output lacks %q:\n%s", sub, w, out)
+			}
+		}
+		if strings.Contains(out, "max at least initial") || strings.Count(out, "backoff.") != 1 {
+			t.Errorf("vigil %s repeats the backoff complaint:\n%s", sub, out)
+		}
+	}
+	if out, err := runVigil(t, e, append([]string{"run", "--admin.listen=127.0.0.1:99999"}, isolated...)...); err == nil ||
+		!strings.Contains(out, `admin.listen: "127.0.0.1:99999": port "99999"`) {
+		t.Errorf("run --admin.listen=127.0.0.1:99999: %v\n%s", err, out)
+	}
+
+	web := `apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+    - name: app
+      image: localhost/vigil-testapp:latest
+      imagePullPolicy: Nevr
+      livenessProbe: {httpGet: {host: 169.254.169.254, port: 80}}
+`
+	if err := os.WriteFile(manifests+"/web.yaml", []byte(web), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runVigil(t, e, "check", "--manifests", manifests)
+	if err == nil {
+		t.Fatalf("vigil check passed:\n%s", out)
+	}
+	for _, w := range []string{
+		"web.yaml: Pod default/web: spec.containers[0].imagePullPolicy: unsupported value \"Nevr\"",
+	} {
+		if !strings.Contains(out, w) {
+			t.Errorf("vigil check output lacks %q:\n%s", w, out)
+		}
+	}
+	// Once the policy is fixed, the probe host is what check reports.
+	if err := os.WriteFile(manifests+"/web.yaml", []byte(strings.Replace(web, "Nevr", "Never", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runVigil(t, e, "check", "--manifests", manifests)
+	if err == nil || !strings.Contains(out, "web.yaml: Pod default/web: spec.containers[0].livenessProbe.httpGet.host: "+
+		`"169.254.169.254" is not the pod's address nor loopback, and not in probes.allowedHosts`) {
+		t.Errorf("probe host: %v\n%s", err, out)
+	}
+
+	if out, err := runVigil(t, e, "get", "foo"); err == nil || !strings.Contains(out, `unknown resource "foo"`) {
+		t.Errorf("vigil get foo: %v\n%s", err, out)
+	}
+}
