@@ -155,6 +155,10 @@ func (s *Supervisor) adoptPod(ctx context.Context, sb *cri.PodSandbox) (*pod, er
 		s.adoptContainer(ctx, p, c, byName[c.spec.Name])
 	}
 	p.view = p.buildView() // the worker publishes once it runs
+	// The supervisor may reconcile before the worker's first publish, which
+	// sets ready and settling from the containers: until then the pod
+	// counts as settling, so a rollout waits rather than remove it.
+	p.settling = true
 	return p, nil
 }
 
@@ -208,8 +212,12 @@ func (s *Supervisor) adoptContainer(ctx context.Context, p *pod, c *container, i
 		c.startedAt = time.Unix(0, st.StartedAt)
 	}
 	// Probes start over, so readiness waits for its first success; a
-	// container without probes is ready as it runs.
+	// container without probes is ready as it runs. Until the prober has
+	// spoken, the container was serving a moment ago as far as anyone
+	// knows: awaitingProbe keeps a rollout from taking the wait for an
+	// unhealthy pod.
 	c.started = c.spec.StartupProbe == nil
+	c.awaitingProbe = s.opts.Prober != nil && (c.spec.ReadinessProbe != nil || c.spec.StartupProbe != nil)
 	p.updateReady(c)
 }
 

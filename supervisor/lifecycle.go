@@ -115,7 +115,7 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 	c.term, c.killPending, c.killed = nil, "", false
 	c.waitReason, c.waitMessage = "", ""
 	c.started = c.spec.StartupProbe == nil
-	c.ready = false
+	c.ready, c.awaitingProbe = false, false
 	p.updateReady(c)
 	p.s.metrics.setRestarts(p, c)
 	// Probing starts before the runtime is asked for the exact start time:
@@ -427,7 +427,7 @@ func (p *pod) recordExit(c *container, hint *runtime.Exit, st *cri.ContainerStat
 		}
 	}
 	c.phase, c.term = phaseExited, t
-	c.ready, c.started = false, false
+	c.ready, c.started, c.awaitingProbe = false, false, false
 	if p.s.opts.Prober != nil {
 		p.s.opts.Prober.Remove(p.uid, c.spec.Name)
 	}

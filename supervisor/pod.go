@@ -58,6 +58,10 @@ type pod struct {
 	stateMu sync.Mutex
 	view    *corev1.Pod
 	ready   bool // may get traffic
+	// settling is set while an adopted container's readiness is not yet
+	// known (see container.awaitingProbe): not ready, but not found
+	// unready either, so a rollout neither counts nor removes the pod.
+	settling bool
 	// withheld counts probe results that take the pod out of rotation and
 	// are still in the inbox: the pod gets no traffic until the worker has
 	// taken them in, even while it is stuck in a runtime call.
@@ -96,6 +100,12 @@ type container struct {
 	failedStart bool
 	waitReason  string
 	waitMessage string
+	// awaitingProbe is set on an instance found running at adoption until
+	// the prober has said whether it is ready: its first readiness result,
+	// or with only a startup probe, the startup probe's success. Probes
+	// start over on adoption, so ready=false until then says nothing about
+	// the container's health. A kill or an exit settles it too.
+	awaitingProbe bool
 }
 
 type terminated struct {
@@ -198,6 +208,14 @@ func (p *pod) isReady() bool {
 	p.stateMu.Lock()
 	defer p.stateMu.Unlock()
 	return p.ready && !p.term && p.withheld == 0
+}
+
+// isSettling reports whether the pod was adopted and its readiness is not
+// known yet: it is not ready, and not known to be unready either.
+func (p *pod) isSettling() bool {
+	p.stateMu.Lock()
+	defer p.stateMu.Unlock()
+	return p.settling && !p.term && p.withheld == 0
 }
 
 // run is the pod's worker: it syncs the pod with the runtime, then waits for
@@ -352,6 +370,7 @@ func (p *pod) handleProbe(ctx context.Context, u prober.Update) {
 		return // a result for an instance that is gone or going
 	}
 	p.s.metrics.observeProbe(u)
+	p.settleReadiness(c, u)
 	kind := kindName(u.Target.Kind)
 	ref := p.objRef(c.spec.Name)
 	switch {
@@ -382,6 +401,30 @@ func (p *pod) handleProbe(ctx context.Context, u prober.Update) {
 		}
 	}
 	p.updateReady(c)
+}
+
+// settleReadiness ends an adopted container's wait for its readiness to be
+// known: any readiness result decides it (the prober's state is now its
+// own finding, failures included), and so does the startup probe's success
+// when there is no readiness probe to follow it. A startup failure short of
+// its threshold decides nothing yet (at the threshold the kill does); a
+// startup probe that cannot run (Unknown) never will, and readiness waits
+// behind it, so the container counts as not ready from then on.
+func (p *pod) settleReadiness(c *container, u prober.Update) {
+	if !c.awaitingProbe {
+		return
+	}
+	switch u.Target.Kind {
+	case prober.Readiness:
+		c.awaitingProbe = false
+	case prober.Startup:
+		switch {
+		case u.Outcome == prober.Unknown:
+			c.awaitingProbe = false
+		case u.State == prober.Success && c.spec.ReadinessProbe == nil:
+			c.awaitingProbe = false
+		}
+	}
 }
 
 // updateReady derives c.ready for containers without a readiness probe: a

@@ -61,7 +61,8 @@ func TestRestartPolicy(t *testing.T) {
 // fakeProber records the targets the supervisor adds.
 type fakeProber struct {
 	mu      sync.Mutex
-	targets map[string]prober.Target // by container
+	targets map[string]prober.Target // by container, the latest one
+	added   []prober.Target          // every one, in order
 }
 
 func (f *fakeProber) Add(t prober.Target) {
@@ -71,6 +72,14 @@ func (f *fakeProber) Add(t prober.Target) {
 		f.targets = map[string]prober.Target{}
 	}
 	f.targets[t.Container+"/"+kindLower(t.Kind)] = t
+	f.added = append(f.added, t)
+}
+
+// all returns every target added so far.
+func (f *fakeProber) all() []prober.Target {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]prober.Target(nil), f.added...)
 }
 
 func (f *fakeProber) Remove(string, string) {}

@@ -15,18 +15,17 @@ import (
 // the worker calls it; readers take the view under stateMu.
 func (p *pod) publish() {
 	view := p.buildView()
-	ready := p.sandboxID != ""
-	for _, c := range p.containers {
-		ready = ready && c.ready && c.phase == phaseRunning
-	}
+	ready, settling := p.readiness()
 	p.stateMu.Lock()
 	if p.term {
 		now := metav1.Now()
 		view.DeletionTimestamp = &now
 		ready = false
 	}
-	changed := ready != p.ready || view.Status.PodIP != p.ip
-	p.ready, p.ip = ready, view.Status.PodIP
+	// A pod that stops settling without turning ready still changes what
+	// a rollout may do with it.
+	changed := ready != p.ready || settling != p.settling || view.Status.PodIP != p.ip
+	p.ready, p.settling, p.ip = ready, settling, view.Status.PodIP
 	p.stateMu.Unlock()
 	if changed {
 		p.s.podChanged()
@@ -37,6 +36,18 @@ func (p *pod) publish() {
 	for _, c := range p.containers {
 		p.s.metrics.setState(p, c)
 	}
+}
+
+// readiness derives from the worker's state whether the pod is ready, and
+// whether it is settling: adopted, with a running container whose readiness
+// the prober has not reported yet.
+func (p *pod) readiness() (ready, settling bool) {
+	ready = p.sandboxID != ""
+	for _, c := range p.containers {
+		ready = ready && c.ready && c.phase == phaseRunning
+		settling = settling || c.awaitingProbe && c.phase == phaseRunning && c.killPending == ""
+	}
+	return ready, settling
 }
 
 func (p *pod) buildView() *corev1.Pod {

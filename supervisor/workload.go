@@ -18,6 +18,14 @@ import (
 // replicas+maxSurge pods exist, and an old pod is removed only while at least
 // replicas-maxUnavailable pods stay ready. The Recreate strategy, and bare
 // Pods (whose name cannot be shared), remove the old pods first.
+//
+// Old pods that are not ready go first, as the Deployment controller scales
+// down unhealthy old replicas first, except pods still settling after
+// adoption: their probes started over with the new vigil, so "not ready"
+// only means "not probed yet". They are neither counted as ready nor
+// removed; the rollout waits for their first readiness result (within one
+// probe period), so a template changed while vigil was down rolls like one
+// changed while it ran instead of replacing every old pod at once.
 func (s *Supervisor) scale(wl *manifest.Workload, pods []*pod) {
 	var current, old []*pod
 	terminating := 0
@@ -72,6 +80,9 @@ func (s *Supervisor) scale(wl *manifest.Workload, pods []*pod) {
 	}
 	minReady := want - unavailable
 	for _, p := range removalOrder(old) {
+		if p.isSettling() {
+			continue
+		}
 		if p.isReady() {
 			if readyCount-1 < minReady {
 				break

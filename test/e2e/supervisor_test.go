@@ -830,6 +830,143 @@ func TestRollingImageChange(t *testing.T) {
 	})
 }
 
+// 6b. vigil killed with SIGKILL, the Deployment's template changed while it
+// is down, vigil started again: the adopted pods are probed before the
+// rollout decides anything, and it rolls as it does while vigil runs. No
+// old pod stops before a new one is Ready; once the Service has its
+// replicas' endpoints again, it never has fewer and no request through the
+// proxy fails until the new pods serve.
+func TestKilledVigilRollsChangedTemplate(t *testing.T) {
+	const ns = "e2e-sigkill-roll"
+	const replicas = 2
+	spec := appSpec{name: "adoptroll", replicas: replicas, readiness: true, service: true,
+		env: map[string]string{"VERSION": "1"}}
+	v := newVigil(t, ns, map[string]string{"adoptroll.yaml": appManifest(spec)}, options{})
+	v.start()
+	old := map[string]bool{}
+	for _, p := range v.readyPods("adoptroll-", replicas, 60*time.Second) {
+		old[p.Name] = true
+	}
+	v.waitFor("the Service's endpoints", 10*time.Second, func() bool {
+		n, err := v.endpointCount(ns, "adoptroll")
+		return err == nil && n == replicas
+	})
+	v.stop(syscall.SIGKILL, 10*time.Second)
+
+	spec.env = map[string]string{"VERSION": "2"}
+	v.writeManifest("adoptroll.yaml", withNamespace(appManifest(spec), ns))
+	v.start()
+	restarted := time.Now()
+	// The admin API answers before adoption is done; the samples below
+	// take an old pod missing from /pods for one that was removed.
+	v.waitFor("the old pods adopted", 10*time.Second, func() bool {
+		adopted := 0
+		for _, e := range v.events() {
+			if e.Reason == "Adopted" && old[e.InvolvedObject.Name] {
+				adopted++
+			}
+		}
+		return adopted == replicas
+	})
+
+	stopping := map[string]int{} // old pod -> first sample showing it terminating or gone
+	ready := map[string]int{}    // new pod -> first sample showing it Ready
+	serving := -1                // first sample with replicas endpoints after the restart
+	early := map[string]int{}    // failed GETs before that sample, by outcome
+	samples, mostPods := 0, 0
+	deadline := restarted.Add(60 * time.Second)
+	for ; ; samples++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("rollout not done within 60s: %d new pods ready, %d old ones stopping", len(ready), len(stopping))
+		}
+		n, err := v.endpointCount(ns, "adoptroll")
+		if err != nil {
+			t.Fatalf("GET /endpoints: %v", err)
+		}
+		switch {
+		case serving < 0 && n >= replicas:
+			serving = samples
+			t.Logf("the Service has %d endpoints %s after the restart", n, time.Since(restarted).Round(time.Millisecond))
+		case serving >= 0 && n < replicas:
+			t.Fatalf("sample %d: the Service has %d ready endpoints, want at least %d", samples, n, replicas)
+		case serving < 0 && time.Since(restarted) > 10*time.Second:
+			t.Fatalf("the Service has %d endpoints 10s after the restart, want %d", n, replicas)
+		}
+		code, served, err := v.get("adoptroll.test", "/")
+		if err != nil || code != 200 {
+			if serving >= 0 {
+				t.Fatalf("sample %d: GET via the proxy: %d %v", samples, code, err)
+			}
+			if err != nil {
+				early[err.Error()]++
+			} else {
+				early[strconv.Itoa(code)]++
+			}
+		}
+		pods := v.pods()
+		mostPods = max(mostPods, len(pods))
+		listed := map[string]bool{}
+		for _, p := range pods {
+			listed[p.Name] = true
+			switch {
+			case old[p.Name]:
+				if _, ok := stopping[p.Name]; !ok && p.DeletionTimestamp != nil {
+					stopping[p.Name] = samples
+				}
+			case podReady(p) && p.DeletionTimestamp == nil:
+				if _, ok := ready[p.Name]; !ok {
+					ready[p.Name] = samples
+				}
+			}
+		}
+		for name := range old {
+			if _, ok := stopping[name]; !ok && !listed[name] {
+				stopping[name] = samples
+			}
+		}
+		if len(stopping) > len(ready) {
+			t.Fatalf("sample %d: %d old pods stopping but only %d new ones Ready (%v, %v)",
+				samples, len(stopping), len(ready), stopping, ready)
+		}
+		if len(stopping) == replicas && len(ready) == replicas && serving >= 0 && !old[served.Pod] {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%d samples; failed GETs before the endpoints were back: %v; new pods ready at %v, old ones stopping at %v",
+		samples, early, ready, stopping)
+	if mostPods > replicas+1 {
+		t.Errorf("%d pods at once during the rollout, want at most %d (maxSurge 1)", mostPods, replicas+1)
+	}
+	for _, p := range v.pods() {
+		if old[p.Name] {
+			continue
+		}
+		if got := envValue(p, "app", "VERSION"); got != "2" {
+			t.Errorf("new pod %s has VERSION=%q, want 2", p.Name, got)
+		}
+	}
+	v.waitFor("the old pods removed", 30*time.Second, func() bool {
+		return len(v.pods()) == replicas && len(sandboxes(t, v.env, ns)) == replicas
+	})
+}
+
+// envValue is the value of the environment variable name in the spec of
+// container c of p.
+func envValue(p corev1.Pod, c, name string) string {
+	for _, ctr := range p.Spec.Containers {
+		if ctr.Name != c {
+			continue
+		}
+		for _, e := range ctr.Env {
+			if e.Name == name {
+				return e.Value
+			}
+		}
+	}
+	return ""
+}
+
 // 7. Manifests edited while vigil runs: a new file's pods start, replicas
 // scale up and down, a removed file's pods go, and an edit that breaks a
 // file is reported by file and field while its pods keep running.
