@@ -218,6 +218,12 @@ func (s *Supervisor) adoptContainer(ctx context.Context, p *pod, c *container, i
 	// unhealthy pod.
 	c.started = c.spec.StartupProbe == nil
 	c.awaitingProbe = s.opts.Prober != nil && (c.spec.ReadinessProbe != nil || c.spec.StartupProbe != nil)
+	// A started container keeps serving until its first readiness result
+	// says otherwise, so that restarting vigil takes no healthy pod out of
+	// rotation (the kubelet marks every container unready when it
+	// restarts). A failing one is caught by that first run, within one
+	// period, and until then by the proxy's passive health checks.
+	c.ready = c.awaitingProbe && c.started && c.spec.ReadinessProbe != nil
 	p.updateReady(c)
 }
 

@@ -416,7 +416,11 @@ func (p *pod) settleReadiness(c *container, u prober.Update) {
 	}
 	switch u.Target.Kind {
 	case prober.Readiness:
+		// The first result rules even when it leaves the prober's state
+		// as it began (a failure): the readiness carried over from before
+		// the adoption ends here.
 		c.awaitingProbe = false
+		c.ready = u.State == prober.Success
 	case prober.Startup:
 		switch {
 		case u.Outcome == prober.Unknown:

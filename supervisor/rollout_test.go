@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/vigil-agent/vigil/manifest"
@@ -193,6 +194,62 @@ func TestAdoptedUnreadyPodRemovedFirst(t *testing.T) {
 		if names[adopted[0].Pod] || !names[adopted[1].Pod] {
 			t.Errorf("old pods left %v, want only the ready one %s (the unready %s removed)",
 				names, adopted[1].Pod, adopted[0].Pod)
+		}
+	})
+}
+
+// Restarting vigil takes no pod out of rotation: an adopted, started
+// container keeps its endpoint until its first readiness result, and a
+// first result that fails takes it out.
+func TestAdoptedPodKeepsServingUntilProbed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		rt := newFakeRuntime()
+		wl := withReadiness(deployment("app", 2, corev1.RestartPolicyAlways, "h"))
+		startAdopted(t, rt, wl)
+
+		pm := &fakeProber{}
+		sink := &fakeSink{}
+		opts := testOptions(t, rt)
+		opts.Exits, opts.Prober, opts.Endpoints = rt, pm, sink
+		s := New(opts)
+		svc := &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "app"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "app"},
+				Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromString("http")}}},
+		}
+		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{wl}, Services: []*corev1.Service{svc}})
+		defer runSupervisor(s)()
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+		endpoints := func() int {
+			sink.mu.Lock()
+			defer sink.mu.Unlock()
+			n := 0
+			for _, se := range sink.last {
+				for _, eps := range se.Ports {
+					n += len(eps)
+				}
+			}
+			return n
+		}
+		if n := endpoints(); n != 2 {
+			t.Fatalf("%d endpoints after adoption, before any probe result, want both pods'", n)
+		}
+
+		// One pod's first readiness run fails (the prober's state stays
+		// at its initial Failure, so the update does not say Changed).
+		tgs := pm.all()
+		var first prober.Target
+		for _, tg := range tgs {
+			if tg.Kind == prober.Readiness {
+				first = tg
+				break
+			}
+		}
+		s.ProbeResult(prober.Update{Target: &first, Outcome: prober.Failure, State: prober.Failure})
+		synctest.Wait()
+		if n := endpoints(); n != 1 {
+			t.Errorf("%d endpoints after one pod's first readiness run failed, want 1", n)
 		}
 	})
 }
