@@ -316,17 +316,28 @@ func (s *fakeSink) SetEndpoints(eps []proxy.ServiceEndpoints) {
 	s.last = eps
 	s.mu.Unlock()
 	if s.log != nil {
-		n := 0
-		for _, se := range eps {
-			for _, e := range se.Ports {
-				n += len(e)
-			}
-		}
-		s.log(fmt.Sprintf("endpoints %d", n))
+		s.log(fmt.Sprintf("endpoints %d", endpointCount(eps)))
 	}
 }
 
 func (s *fakeSink) Drain(context.Context, []string) error { return nil }
+
+// count is the number of endpoints in the latest publication.
+func (s *fakeSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return endpointCount(s.last)
+}
+
+func endpointCount(ses []proxy.ServiceEndpoints) int {
+	n := 0
+	for _, se := range ses {
+		for _, eps := range se.Ports {
+			n += len(eps)
+		}
+	}
+	return n
+}
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 

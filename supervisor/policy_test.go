@@ -287,18 +287,7 @@ func TestOutOfRotationWhileWorkerStuck(t *testing.T) {
 		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{wl}, Services: []*corev1.Service{svc}})
 		time.Sleep(500 * time.Millisecond)
 		synctest.Wait()
-		endpoints := func() int {
-			sink.mu.Lock()
-			defer sink.mu.Unlock()
-			n := 0
-			for _, se := range sink.last {
-				for _, eps := range se.Ports {
-					n += len(eps)
-				}
-			}
-			return n
-		}
-		if n := endpoints(); n != 1 {
+		if n := sink.count(); n != 1 {
 			t.Fatalf("%d endpoints before the failure, want 1", n)
 		}
 
@@ -311,7 +300,7 @@ func TestOutOfRotationWhileWorkerStuck(t *testing.T) {
 		}
 		pm.fail(s, "app")
 		synctest.Wait()
-		if n := endpoints(); n != 0 {
+		if n := sink.count(); n != 0 {
 			t.Errorf("%d endpoints right after the liveness failure, want 0 though the worker is stuck", n)
 		}
 		if n := rt.callsOf("StopContainer"); n != 0 {
@@ -325,7 +314,7 @@ func TestOutOfRotationWhileWorkerStuck(t *testing.T) {
 		if n := rt.callsOf("StopContainer"); n == 0 {
 			t.Errorf("no StopContainer after the worker came free")
 		}
-		if n := endpoints(); n != 1 {
+		if n := sink.count(); n != 1 {
 			t.Errorf("%d endpoints after the restart, want 1", n)
 		}
 	})

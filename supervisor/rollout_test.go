@@ -221,18 +221,7 @@ func TestAdoptedPodKeepsServingUntilProbed(t *testing.T) {
 		defer runSupervisor(s)()
 		time.Sleep(100 * time.Millisecond)
 		synctest.Wait()
-		endpoints := func() int {
-			sink.mu.Lock()
-			defer sink.mu.Unlock()
-			n := 0
-			for _, se := range sink.last {
-				for _, eps := range se.Ports {
-					n += len(eps)
-				}
-			}
-			return n
-		}
-		if n := endpoints(); n != 2 {
+		if n := sink.count(); n != 2 {
 			t.Fatalf("%d endpoints after adoption, before any probe result, want both pods'", n)
 		}
 
@@ -248,7 +237,7 @@ func TestAdoptedPodKeepsServingUntilProbed(t *testing.T) {
 		}
 		s.ProbeResult(prober.Update{Target: &first, Outcome: prober.Failure, State: prober.Failure})
 		synctest.Wait()
-		if n := endpoints(); n != 1 {
+		if n := sink.count(); n != 1 {
 			t.Errorf("%d endpoints after one pod's first readiness run failed, want 1", n)
 		}
 	})
