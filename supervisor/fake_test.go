@@ -353,6 +353,17 @@ func testOptions(t *testing.T, rt runtime.Runtime) Options {
 	}
 }
 
+// faultyOptions are testOptions over a fake runtime behind a fault
+// injector, with the fake's exits and a fake prober wired in.
+func faultyOptions(t *testing.T) (*fakeRuntime, *runtime.Faulty, *fakeProber, Options) {
+	rt := newFakeRuntime()
+	faulty := &runtime.Faulty{Runtime: rt}
+	pm := &fakeProber{}
+	opts := testOptions(t, faulty)
+	opts.Exits, opts.Prober = rt, pm
+	return rt, faulty, pm, opts
+}
+
 // deployment is a one-container Deployment workload; the container has the
 // workload's name.
 func deployment(name string, replicas int32, policy corev1.RestartPolicy, hash string) *manifest.Workload {

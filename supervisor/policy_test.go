@@ -199,11 +199,7 @@ func testLivenessKill(t *testing.T, policy corev1.RestartPolicy, podGrace, probe
 // confirmed stopped, and another pod restarts meanwhile as usual.
 func TestHungStopRetriedWithoutDuplicate(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rt := newFakeRuntime()
-		faulty := &runtime.Faulty{Runtime: rt}
-		pm := &fakeProber{}
-		opts := testOptions(t, faulty)
-		opts.Exits, opts.Prober = rt, pm
+		rt, faulty, pm, opts := faultyOptions(t)
 		opts.StopMargin = 3 * time.Second
 		s := New(opts)
 		defer runSupervisor(s)()

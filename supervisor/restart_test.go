@@ -16,11 +16,7 @@ import (
 // lastState is that instance's end.
 func TestKillRecordsExitFromTheStopStatus(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rt := newFakeRuntime()
-		faulty := &runtime.Faulty{Runtime: rt}
-		pm := &fakeProber{}
-		opts := testOptions(t, faulty)
-		opts.Exits, opts.Prober = rt, pm
+		_, faulty, pm, opts := faultyOptions(t)
 		s := New(opts)
 		defer runSupervisor(s)()
 		wl := withLiveness(deployment("app", 1, corev1.RestartPolicyAlways, "h"), ptr[int64](2), nil)
@@ -57,11 +53,7 @@ func TestKillRecordsExitFromTheStopStatus(t *testing.T) {
 // and the previous one stays for lastState.
 func TestStaleInstanceRemovedOffTheRestartPath(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rt := newFakeRuntime()
-		faulty := &runtime.Faulty{Runtime: rt}
-		pm := &fakeProber{}
-		opts := testOptions(t, faulty)
-		opts.Exits, opts.Prober = rt, pm
+		rt, faulty, pm, opts := faultyOptions(t)
 		opts.BackoffInitial, opts.BackoffMax = time.Millisecond, time.Millisecond
 		s := New(opts)
 		defer runSupervisor(s)()
@@ -112,11 +104,7 @@ func TestStaleInstanceRemovedOffTheRestartPath(t *testing.T) {
 // probes: they start from StartContainer's return.
 func TestProbesStartBeforeTheStatusRead(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		rt := newFakeRuntime()
-		faulty := &runtime.Faulty{Runtime: rt}
-		pm := &fakeProber{}
-		opts := testOptions(t, faulty)
-		opts.Exits, opts.Prober = rt, pm
+		rt, faulty, pm, opts := faultyOptions(t)
 		s := New(opts)
 		defer runSupervisor(s)()
 		faulty.Hang(runtime.MethodContainerStatus, 1)
