@@ -56,7 +56,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		d := time.Since(start)
 		rt.m.observe(o.status, o.hangup, d)
 		if p.opts.AccessLog {
-			p.logAccess(r, rt, &o, d)
+			p.logAccess(accessEntry{method: r.Method, host: r.Host, uri: r.RequestURI,
+				proto: r.Proto, remote: r.RemoteAddr, ua: r.UserAgent()}, rt, &o, d)
 		}
 	}
 	if o.abort {
@@ -72,10 +73,9 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, path 
 		o.status = p.fail(w, http.StatusServiceUnavailable)
 		return
 	}
-	up := p.prepareRequestHeaders(r)
-	st := new(attemptState)
-	body := &st.body
-	if err := p.initReqBody(body, w, r); err != nil {
+	a := &httpAttempt{p: p, w: w, r: r, pl: pl, path: path, o: o}
+	a.up = p.prepareRequestHeaders(r)
+	if err := p.initReqBody(&a.body, w, r); err != nil {
 		if r.Context().Err() != nil {
 			o.status, o.hangup = StatusClientClosedRequest, true
 			return
@@ -83,11 +83,32 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, path 
 		o.status = p.fail(w, http.StatusBadRequest)
 		return
 	}
-	defer body.done()
+	defer a.body.done()
+	a.now = p.opts.now().UnixNano()
+	a.out.init(r, path, &a.body)
+	if code := p.balance(pl, a.now, a, o); code != 0 {
+		o.status = p.fail(w, code)
+	}
+}
 
-	now := p.opts.now().UnixNano()
-	out := &st.out
-	out.init(r, path, body)
+// attempter is one request as balance sees it, whichever server read it.
+type attempter interface {
+	// try sends the request to e and, once a response head came back,
+	// relays the response and returns nil, whatever its status. The first
+	// try has attempt 0.
+	try(e *endpoint, attempt int) error
+	// clientGone reports whether the client went away.
+	clientGone() bool
+	// replayable reports whether the request may be sent again after a
+	// failure: one to connect when afterDial, else one before the
+	// response head.
+	replayable(afterDial bool) bool
+}
+
+// balance tries endpoints of pl, at most 1+MaxRetries of them, until one
+// answers. It returns 0 when the request is done, a response relayed or
+// the client gone (o says which), else the status to answer with.
+func (p *Proxy) balance(pl *pool, now int64, a attempter, o *outcome) int {
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	var lastErr error
@@ -107,44 +128,76 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, path 
 		}
 		if attempt > 0 {
 			pl.m.retry()
-			out = newOutgoing(r, path, body)
 		}
-		out.url.Host = e.addr
 		o.endpoint = e
 		o.attempts++
-		var res *http.Response
-		var err error
-		if fastPath(&out.req, up) {
-			res, err = p.up.roundTrip(&out.req, &e.removed)
-		} else {
-			res, err = p.transport.RoundTrip(&out.req)
-		}
-		if err == nil {
-			p.respond(w, r, pl, e, res, up, o, now)
-			e.release()
-			return
-		}
+		err := a.try(e, attempt)
 		e.release()
-		lastErr = err
-		if r.Context().Err() != nil {
-			o.status, o.hangup = StatusClientClosedRequest, true
-			return
+		if err == nil {
+			return 0
 		}
-		if !p.retryable(pl, e, err, now, body, r.Method) {
+		lastErr = err
+		if a.clientGone() {
+			o.status, o.hangup = StatusClientClosedRequest, true
+			return 0
+		}
+		if !p.retryable(pl, e, err, now, a) {
 			break
 		}
 		tried = append(tried, e)
 		attempt++
 	}
-
 	switch {
 	case lastErr == nil:
-		o.status = p.fail(w, http.StatusServiceUnavailable)
+		return http.StatusServiceUnavailable
 	case isTimeout(lastErr) && !isDialError(lastErr):
-		o.status = p.fail(w, http.StatusGatewayTimeout)
+		return http.StatusGatewayTimeout
 	default:
-		o.status = p.fail(w, http.StatusBadGateway)
+		return http.StatusBadGateway
 	}
+}
+
+// httpAttempt is a request read by net/http's server.
+type httpAttempt struct {
+	p    *Proxy
+	w    http.ResponseWriter
+	r    *http.Request
+	pl   *pool
+	path string
+	up   string // the Upgrade asked for, or ""
+	o    *outcome
+	now  int64
+	body reqBody
+	out  outgoing // the first attempt's backend request
+}
+
+func (a *httpAttempt) try(e *endpoint, attempt int) error {
+	out := &a.out
+	if attempt > 0 {
+		out = newOutgoing(a.r, a.path, &a.body)
+	}
+	out.url.Host = e.addr
+	var res *http.Response
+	var err error
+	if fastPath(&out.req, a.up) {
+		res, err = a.p.up.roundTrip(&out.req, &e.removed)
+	} else {
+		res, err = a.p.transport.RoundTrip(&out.req)
+	}
+	if err != nil {
+		return err
+	}
+	a.p.respond(a.w, a.r, a.pl, e, res, a.up, a.o, a.now)
+	return nil
+}
+
+func (a *httpAttempt) clientGone() bool { return a.r.Context().Err() != nil }
+
+func (a *httpAttempt) replayable(afterDial bool) bool {
+	if afterDial {
+		return a.body.replayable(true)
+	}
+	return idempotent(a.r.Method) && a.body.replayable(false)
 }
 
 // retryable records a failed attempt against e and reports whether the
@@ -152,17 +205,18 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt *route, path 
 // backend: any request may move on if its body can be sent again. A reset
 // or close before the response head may have been processed: only
 // idempotent requests with a replayable body move on (RFC 9110 9.2.2).
-func (p *Proxy) retryable(pl *pool, e *endpoint, err error, now int64, b *reqBody, method string) bool {
+// A timeout is not retried: the backend may still be at work.
+func (p *Proxy) retryable(pl *pool, e *endpoint, err error, now int64, a attempter) bool {
 	switch {
 	case isDialError(err):
 		p.observeConnectFailure(pl, e, now)
-		return b.replayable(true)
+		return a.replayable(true)
 	case isTimeout(err):
 		p.observe5xx(pl, e, now)
 		return false
 	default:
 		p.observe5xx(pl, e, now)
-		return idempotent(method) && b.replayable(false)
+		return a.replayable(false)
 	}
 }
 
@@ -256,13 +310,6 @@ func (p *Proxy) copyBody(w http.ResponseWriter, body io.Reader, stream bool) (n 
 			return n, nil, err
 		}
 	}
-}
-
-// attemptState is a request's body and its first backend request, in one
-// allocation.
-type attemptState struct {
-	body reqBody
-	out  outgoing
 }
 
 // outgoing is the backend request and its URL in one allocation.
@@ -410,7 +457,7 @@ func (p *Proxy) fail(w http.ResponseWriter, code int) int {
 	return code
 }
 
-func (p *Proxy) logAccess(r *http.Request, rt *route, o *outcome, d time.Duration) {
+func (p *Proxy) logAccess(a accessEntry, rt *route, o *outcome, d time.Duration) {
 	service, endpoint := "", ""
 	if rt.pool != nil {
 		service = rt.pool.label
@@ -419,18 +466,18 @@ func (p *Proxy) logAccess(r *http.Request, rt *route, o *outcome, d time.Duratio
 		endpoint = o.endpoint.addr
 	}
 	p.opts.Logger.LogAttrs(context.Background(), slog.LevelInfo, "request",
-		slog.String("method", r.Method),
-		slog.String("host", r.Host),
-		slog.String("uri", r.RequestURI),
-		slog.String("proto", r.Proto),
+		slog.String("method", a.method),
+		slog.String("host", a.host),
+		slog.String("uri", a.uri),
+		slog.String("proto", a.proto),
 		slog.Int("status", o.status),
 		slog.Int64("bytes", o.bytes),
 		slog.Duration("duration", d),
-		slog.String("remote", r.RemoteAddr),
+		slog.String("remote", a.remote),
 		slog.String("ingress", rt.ingress),
 		slog.String("service", service),
 		slog.String("endpoint", endpoint),
 		slog.Int("attempts", o.attempts),
-		slog.String("user_agent", r.UserAgent()),
+		slog.String("user_agent", a.ua),
 	)
 }

@@ -18,7 +18,7 @@ import (
 
 func TestStatusWithoutBackend(t *testing.T) {
 	f := newFixture(t, Options{}, nil) // Service "app" without endpoints
-	res := get(t, f.srv.URL+"/", nil)
+	res := get(t, f.url+"/", nil)
 	if res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("no ready endpoint: got %d, want 503", res.StatusCode)
 	}
@@ -27,7 +27,7 @@ func TestStatusWithoutBackend(t *testing.T) {
 	}
 
 	f.p.SetConfig(Config{}) // nothing routed, no default backend
-	if res := get(t, f.srv.URL+"/", nil); res.StatusCode != http.StatusNotFound {
+	if res := get(t, f.url+"/", nil); res.StatusCode != http.StatusNotFound {
 		t.Errorf("no rule: got %d, want 404", res.StatusCode)
 	}
 }
@@ -40,7 +40,7 @@ func TestDefaultBackendServes(t *testing.T) {
 	ing.Spec.DefaultBackend = &def.Backend
 	f.p.SetConfig(Config{Ingresses: ingsOf(ing), Services: servicesFor(ing)})
 	f.p.SetEndpoints([]ServiceEndpoints{epsOf("app", b.addr())})
-	res := get(t, f.srv.URL+"/nothing/matches", nil)
+	res := get(t, f.url+"/nothing/matches", nil)
 	if res.StatusCode != http.StatusOK || b.hits.Load() != 1 {
 		t.Errorf("got %d and %d backend hits, want 200 from the default backend", res.StatusCode, b.hits.Load())
 	}
@@ -259,7 +259,7 @@ func TestRetryConnectFailure(t *testing.T) {
 	f := newFixture(t, Options{Registerer: reg}, nil, dead, b.addr())
 	for i := 0; i < 4; i++ {
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
-			req, _ := http.NewRequest(method, f.srv.URL+"/", strings.NewReader("body"))
+			req, _ := http.NewRequest(method, f.url+"/", strings.NewReader("body"))
 			res, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
@@ -314,7 +314,7 @@ func TestNoRetryOfSentPOST(t *testing.T) {
 	f := newFixture(t, Options{}, nil, good.addr(), broken)
 
 	seen.Add(1)
-	res, err := http.Post(f.srv.URL+"/", "text/plain", strings.NewReader("pay once"))
+	res, err := http.Post(f.url+"/", "text/plain", strings.NewReader("pay once"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,9 +327,9 @@ func TestNoRetryOfSentPOST(t *testing.T) {
 		t.Errorf("POST was replayed on another endpoint")
 	}
 
-	get(t, f.srv.URL+"/", nil) // index 0: good
+	get(t, f.url+"/", nil) // index 0: good
 	seen.Add(1)
-	res = get(t, f.srv.URL+"/", nil) // index 1: broken, then retried
+	res = get(t, f.url+"/", nil) // index 1: broken, then retried
 	seen.Wait()
 	if res.StatusCode != http.StatusOK || good.hits.Load() != 2 {
 		t.Errorf("GET after reset: status %d, good hits %d; want 200 and 2", res.StatusCode, good.hits.Load())
@@ -346,7 +346,7 @@ func TestClientHangupIs499(t *testing.T) {
 	f := newFixture(t, Options{Registerer: reg}, nil, b.addr())
 
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.srv.URL+"/", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, f.url+"/", nil)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := http.DefaultClient.Do(req)
@@ -380,7 +380,7 @@ func TestStreamedBodyAndTrailers(t *testing.T) {
 	})
 	f := newFixture(t, Options{MaxBufferedBody: 8}, nil, b.addr())
 	big := strings.Repeat("x", 100<<10)
-	res, err := http.Post(f.srv.URL+"/", "text/plain", io.MultiReader(strings.NewReader(big)))
+	res, err := http.Post(f.url+"/", "text/plain", io.MultiReader(strings.NewReader(big)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net/http"
-	"net/netip"
 	"net/textproto"
 	"strings"
 )
@@ -93,18 +92,7 @@ func (p *Proxy) prepareRequestHeaders(r *http.Request) string {
 // is kept (and For extended) only when the peer is a trusted proxy.
 func (p *Proxy) setForwarded(r *http.Request, h http.Header) {
 	ip := peerIP(r.RemoteAddr)
-	trusted := false
-	if len(p.opts.TrustedProxies) > 0 {
-		if a, err := netip.ParseAddr(ip); err == nil {
-			a = a.Unmap()
-			for _, pfx := range p.opts.TrustedProxies {
-				if pfx.Contains(a) {
-					trusted = true
-					break
-				}
-			}
-		}
-	}
+	trusted := p.trusted(ip)
 	if !trusted {
 		delete(h, "Forwarded")
 		delete(h, "X-Real-Ip")

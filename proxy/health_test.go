@@ -35,13 +35,13 @@ func TestPassiveEjection(t *testing.T) {
 
 	// Round robin alternates: bad sees its fifth 500 within ten requests.
 	for i := 0; i < 10; i++ {
-		get(t, f.srv.URL+"/", nil)
+		get(t, f.url+"/", nil)
 	}
 	if bad.hits.Load() != 5 {
 		t.Fatalf("bad got %d requests, want 5", bad.hits.Load())
 	}
 	for i := 0; i < 10; i++ {
-		if res := get(t, f.srv.URL+"/", nil); res.StatusCode != 200 {
+		if res := get(t, f.url+"/", nil); res.StatusCode != 200 {
 			t.Errorf("after ejection: status %d, want 200", res.StatusCode)
 		}
 	}
@@ -57,9 +57,9 @@ func TestPassiveEjection(t *testing.T) {
 	// Back after the ejection; five more failures eject it for twice as long.
 	clock.advance(time.Minute + time.Second)
 	for bad.hits.Load() < 10 {
-		get(t, f.srv.URL+"/", nil)
+		get(t, f.url+"/", nil)
 	}
-	get(t, f.srv.URL+"/", nil)
+	get(t, f.url+"/", nil)
 	if second := time.Duration(e.ejectedUntil.Load() - clock.ns.Load()); second != 2*time.Minute {
 		t.Errorf("second ejection lasts %v, want 2m", second)
 	}
@@ -70,7 +70,7 @@ func TestNeverEjectTheLast(t *testing.T) {
 	a, b := statusBackend(t, 503), statusBackend(t, 503)
 	f := newFixture(t, Options{now: clock.now}, nil, a.addr(), b.addr())
 	for i := 0; i < 40; i++ {
-		get(t, f.srv.URL+"/", nil)
+		get(t, f.url+"/", nil)
 	}
 	now := clock.ns.Load()
 	ea, eb := f.p.eps[a.addr()].ejected(now), f.p.eps[b.addr()].ejected(now)
@@ -81,7 +81,7 @@ func TestNeverEjectTheLast(t *testing.T) {
 	single := statusBackend(t, 500)
 	f2 := newFixture(t, Options{now: clock.now}, nil, single.addr())
 	for i := 0; i < 20; i++ {
-		if res := get(t, f2.srv.URL+"/", nil); res.StatusCode != 500 {
+		if res := get(t, f2.url+"/", nil); res.StatusCode != 500 {
 			t.Fatalf("status %d, want the backend's 500", res.StatusCode)
 		}
 	}
@@ -148,7 +148,7 @@ func TestDrainWaitsForInFlight(t *testing.T) {
 	f := newFixture(t, Options{}, nil, b.addr())
 	resc := make(chan *http.Response, 1)
 	go func() {
-		res, err := http.Get(f.srv.URL + "/")
+		res, err := http.Get(f.url + "/")
 		if err != nil {
 			t.Error(err)
 		}
@@ -179,7 +179,7 @@ func TestDrainWaitsForInFlight(t *testing.T) {
 		t.Fatalf("drained request did not finish with 200: %v", res)
 	}
 	res.Body.Close()
-	if res := get(t, f.srv.URL+"/", nil); res.StatusCode != http.StatusServiceUnavailable {
+	if res := get(t, f.url+"/", nil); res.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("after removal: %d, want 503", res.StatusCode)
 	}
 	if err := f.p.Drain(context.Background(), []string{"10.9.9.9:1"}); err != nil {
@@ -206,7 +206,7 @@ func TestRemovalUnderLoad(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < perWorker; i++ {
-				res, err := client.Get(f.srv.URL + "/")
+				res, err := client.Get(f.url + "/")
 				if err != nil || res.StatusCode != 200 {
 					failures.Add(1)
 				}

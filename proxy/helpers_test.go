@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -126,7 +127,8 @@ func (s *logSink) next(t *testing.T) map[string]slog.Value {
 // "/" for every host.
 type fixture struct {
 	p    *Proxy
-	srv  *httptest.Server
+	url  string // http://addr
+	ln   net.Listener
 	logs *logSink
 }
 
@@ -147,14 +149,44 @@ func newFixture(t *testing.T, opts Options, svcAnnotations map[string]string, ad
 		t.Fatalf("SetConfig: %v", errs)
 	}
 	p.SetEndpoints([]ServiceEndpoints{epsOf("app", addrs...)})
-	srv := httptest.NewUnstartedServer(p)
-	srv.Config = p.newServer()
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return &fixture{p: p, srv: srv, logs: logs}
+	ln := serveTest(t, p)
+	return &fixture{p: p, url: "http://" + ln.Addr().String(), ln: ln, logs: logs}
 }
 
-func (f *fixture) addr() string { return f.srv.Listener.Addr().String() }
+func (f *fixture) addr() string { return f.ln.Addr().String() }
+
+// serveTest serves p on a loopback port as Serve serves its plain listener:
+// the direct HTTP/1.1 path first, net/http for the rest. With
+// VIGIL_PROXY_SERVER=net/http net/http serves every request, so that the
+// same tests cover both paths.
+func serveTest(t *testing.T, p *Proxy) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := p.newServer()
+	if os.Getenv("VIGIL_PROXY_SERVER") == "net/http" {
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { srv.Close() })
+		return ln
+	}
+	h := newH1Server(p, srv, ln.Addr())
+	errc := make(chan error, 1)
+	go func() { errc <- h.serve(ln) }()
+	t.Cleanup(func() {
+		ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := h.shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		if err := <-errc; err != http.ErrServerClosed {
+			t.Errorf("serve returned %v", err)
+		}
+	})
+	return ln
+}
 
 // backend is a counting test server.
 type backend struct {

@@ -16,6 +16,7 @@ import (
 func (p *Proxy) Serve(ctx context.Context, httpAddr, httpsAddr string) error {
 	type listener struct {
 		srv *http.Server
+		h1  *h1Server // the plain listener's direct path
 		ln  net.Listener
 		tls bool
 	}
@@ -37,11 +38,13 @@ func (p *Proxy) Serve(ctx context.Context, httpAddr, httpsAddr string) error {
 			closeAll()
 			return fmt.Errorf("listen %s: %w", a.addr, err)
 		}
-		srv := p.newServer()
+		l := listener{srv: p.newServer(), ln: ln, tls: a.tls}
 		if a.tls {
-			srv.TLSConfig = p.TLSConfig()
+			l.srv.TLSConfig = p.TLSConfig()
+		} else {
+			l.h1 = newH1Server(p, l.srv, ln.Addr())
 		}
-		ls = append(ls, listener{srv, ln, a.tls})
+		ls = append(ls, l)
 	}
 	if len(ls) == 0 {
 		return errors.New("serve: no address to listen on")
@@ -54,7 +57,7 @@ func (p *Proxy) Serve(ctx context.Context, httpAddr, httpsAddr string) error {
 			if l.tls {
 				err = l.srv.ServeTLS(l.ln, "", "")
 			} else {
-				err = l.srv.Serve(l.ln)
+				err = l.h1.serve(l.ln)
 			}
 			errc <- err
 		}()
@@ -70,7 +73,14 @@ func (p *Proxy) Serve(ctx context.Context, httpAddr, httpsAddr string) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.ShutdownTimeout)
 	defer cancel()
 	for _, l := range ls {
-		if serr := l.srv.Shutdown(sctx); serr != nil {
+		var serr error
+		if l.h1 != nil {
+			l.ln.Close()
+			serr = l.h1.shutdown(sctx)
+		} else {
+			serr = l.srv.Shutdown(sctx)
+		}
+		if serr != nil {
 			p.opts.Logger.Warn("proxy shutdown", "addr", l.ln.Addr().String(), "err", serr)
 			l.srv.Close()
 		}

@@ -61,12 +61,20 @@ type staleError struct{ err error }
 func (e *staleError) Error() string { return "backend closed the connection: " + e.err.Error() }
 func (e *staleError) Unwrap() error { return e.err }
 
-// roundTrip sends req to req.URL.Host. A reused connection that turns out
-// stale is replaced by a new one once. The connection goes back to the pool
-// after the response only while gone is false: SetEndpoints sets it, and
-// closes the idle connections, when the address leaves every rotation.
-func (u *upstream) roundTrip(req *http.Request, gone *atomic.Bool) (*http.Response, error) {
-	addr := req.URL.Host
+// exchanger writes a request on a backend connection and waits for the
+// response to begin.
+type exchanger interface {
+	// exchange writes the request on uc and reads at least the first
+	// byte of the response; now, taken just before, starts the header
+	// timeout. A *staleError means that no byte came back.
+	exchange(uc *upConn, now time.Time) error
+}
+
+// do runs x on a connection to addr and returns the connection, the
+// response waiting in its reader. A reused connection that turns out stale
+// is replaced by a new one once: the request is idempotent, and the
+// backend closed the connection while it was idle (RFC 9112 9.3.1).
+func (u *upstream) do(ctx context.Context, addr string, x exchanger) (*upConn, error) {
 	now := u.now()
 	for fresh := false; ; fresh = true {
 		var uc *upConn
@@ -75,7 +83,7 @@ func (u *upstream) roundTrip(req *http.Request, gone *atomic.Bool) (*http.Respon
 		}
 		reused := uc != nil
 		if uc == nil {
-			nc, err := u.dial(req.Context(), "tcp", addr)
+			nc, err := u.dial(ctx, "tcp", addr)
 			if err != nil {
 				return nil, err
 			}
@@ -83,9 +91,9 @@ func (u *upstream) roundTrip(req *http.Request, gone *atomic.Bool) (*http.Respon
 			// The header timeout does not count the connect.
 			now = u.now()
 		}
-		res, err := u.exchange(uc, req, addr, gone, now)
+		err := x.exchange(uc, now)
 		if err == nil {
-			return res, nil
+			return uc, nil
 		}
 		uc.nc.Close()
 		var se *staleError
@@ -96,6 +104,31 @@ func (u *upstream) roundTrip(req *http.Request, gone *atomic.Bool) (*http.Respon
 			return nil, se.err
 		}
 	}
+}
+
+// roundTrip sends req to req.URL.Host. The connection goes back to the
+// pool after the response only while gone is false: SetEndpoints sets it,
+// and closes the idle connections, when the address leaves every rotation.
+func (u *upstream) roundTrip(req *http.Request, gone *atomic.Bool) (*http.Response, error) {
+	x := &reqExchange{u: u, req: req, gone: gone}
+	if _, err := u.do(req.Context(), req.URL.Host, x); err != nil {
+		return nil, err
+	}
+	return x.res, nil
+}
+
+// reqExchange is an http.Request's exchange.
+type reqExchange struct {
+	u    *upstream
+	req  *http.Request
+	gone *atomic.Bool
+	res  *http.Response
+}
+
+func (x *reqExchange) exchange(uc *upConn, now time.Time) error {
+	res, err := x.u.exchange(uc, x.req, x.req.URL.Host, x.gone, now)
+	x.res = res
+	return err
 }
 
 // exchange writes req on uc and reads the response head; the header timeout

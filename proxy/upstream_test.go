@@ -53,7 +53,7 @@ func TestUpstreamKeepAlive(t *testing.T) {
 	b := newConnCounter(t, okHandler)
 	f := newFixture(t, Options{}, nil, b.addr())
 	for range 20 {
-		getOK(t, f.srv.URL+"/")
+		getOK(t, f.url+"/")
 	}
 	if got := b.opened.Load(); got != 1 {
 		t.Errorf("20 GETs opened %d backend connections, want 1", got)
@@ -65,7 +65,7 @@ func TestUpstreamKeepAlive(t *testing.T) {
 	})
 	f = newFixture(t, Options{}, nil, closing.addr())
 	for range 3 {
-		getOK(t, f.srv.URL+"/")
+		getOK(t, f.url+"/")
 	}
 	if got := closing.opened.Load(); got != 3 {
 		t.Errorf("3 GETs answered with Connection: close opened %d connections, want 3", got)
@@ -104,7 +104,7 @@ func TestUpstreamStaleConnectionRetried(t *testing.T) {
 
 	f := newFixture(t, Options{}, nil, ln.Addr().String())
 	for i := range 5 {
-		getOK(t, f.srv.URL+"/")
+		getOK(t, f.url+"/")
 		rec := f.logs.next(t)
 		if got := rec["attempts"].Int64(); got != 1 {
 			t.Errorf("GET %d: %d attempts, want 1", i, got)
@@ -131,7 +131,7 @@ func TestUpstreamResponseHeaderTimeout(t *testing.T) {
 	defer close(release)
 	f := newFixture(t, Options{ResponseHeaderTimeout: 100 * time.Millisecond, MaxRetries: -1}, nil, b.addr())
 	start := time.Now()
-	res := get(t, f.srv.URL+"/", nil)
+	res := get(t, f.url+"/", nil)
 	if res.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("status %d, want 504", res.StatusCode)
 	}
@@ -145,7 +145,7 @@ func TestUpstreamResponseHeaderTimeout(t *testing.T) {
 func TestUpstreamRemovedEndpointClosesConnections(t *testing.T) {
 	b := newConnCounter(t, okHandler)
 	f := newFixture(t, Options{}, nil, b.addr())
-	getOK(t, f.srv.URL+"/")
+	getOK(t, f.url+"/")
 	f.p.SetEndpoints(nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for b.closed.Load() != 1 {
