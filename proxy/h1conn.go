@@ -32,6 +32,8 @@ type h1Conn struct {
 	pl   *pool
 	o    outcome
 	now  int64
+	// headLimit ends the wait for the response head; zero: no limit.
+	headLimit time.Time
 	// closeAfter ends the connection after the response: the client asked,
 	// or the server is shutting down.
 	closeAfter bool
@@ -145,6 +147,13 @@ func (c *h1Conn) readDeadline(d time.Duration) {
 	}
 }
 
+// last reports whether the response being written is the connection's
+// last: the client asked, or the server began shutting down meanwhile.
+func (c *h1Conn) last() bool {
+	c.closeAfter = c.closeAfter || c.s.closing.Load()
+	return c.closeAfter
+}
+
 // finish ends a request: the connection goes on unless it may not.
 func (c *h1Conn) finish() connNext {
 	if c.o.abort || c.o.hangup || c.closeAfter {
@@ -237,12 +246,14 @@ func (c *h1Conn) appendBackendHead(b []byte) []byte {
 	var priorXFF [][]byte
 	var xfh, xfp, trailers bool
 	for _, f := range h.fields {
-		switch f.kind {
-		case fieldHop:
-			continue
-		case fieldTE:
+		if f.kind == fieldTE {
 			trailers = trailers || hasTokenBytes(f.value, "trailers")
 			continue
+		}
+		if f.kind == fieldHop || h.conn.n > 0 && h.conn.names(f.name) {
+			continue
+		}
+		switch f.kind {
 		case fieldXFF:
 			if c.trusted {
 				priorXFF = append(priorXFF, f.value)
@@ -254,9 +265,6 @@ func (c *h1Conn) appendBackendHead(b []byte) []byte {
 			}
 			xfh = xfh || f.kind == fieldXFHost
 			xfp = xfp || f.kind == fieldXFProto
-		}
-		if h.conn.n > 0 && h.conn.names(f.name) {
-			continue
 		}
 		b = appendField(b, f.name, f.value)
 	}
@@ -291,6 +299,12 @@ func (c *h1Conn) try(e *endpoint, _ int) error {
 	uc, err := c.p.up.do(context.Background(), e.addr, c)
 	if err != nil {
 		return err
+	}
+	if c.hangup.Load() {
+		// The watch saw the client go as the response began, and
+		// aborted uc.
+		uc.nc.Close()
+		return errClientGone
 	}
 	res, err := c.readHead(uc)
 	if err != nil {
@@ -330,6 +344,7 @@ func (c *h1Conn) await(uc *upConn, now time.Time) error {
 	if t := c.p.up.headerTimeout; t > 0 {
 		limit = now.Add(t)
 	}
+	c.headLimit = limit
 	first := now.Add(watchDelay)
 	if !limit.IsZero() && limit.Before(first) {
 		first = limit
@@ -347,6 +362,11 @@ func (c *h1Conn) await(uc *upConn, now time.Time) error {
 		if isTimeout(err) && !c.watching && (limit.IsZero() || time.Now().Before(limit)) {
 			c.startWatch(uc)
 			_ = uc.nc.SetReadDeadline(limit)
+			// The watch sets hangup before it aborts uc: seen false
+			// here, its abort comes after this deadline and holds.
+			if c.hangup.Load() {
+				return errClientGone
+			}
 			continue
 		}
 		if isTimeout(err) {
@@ -426,7 +446,7 @@ func (c *h1Conn) fail(code int) int {
 	b = appendDate(b, time.Now())
 	b = append(b, "Content-Length: "...)
 	b = strconv.AppendInt(b, int64(len(text)), 10)
-	if c.closeAfter {
+	if c.last() {
 		b = append(b, "\r\nConnection: close"...)
 	}
 	b = append(b, "\r\n\r\n"...)

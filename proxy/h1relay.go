@@ -43,11 +43,7 @@ func (c *h1Conn) readHead(uc *upConn) (*http.Response, error) {
 // headDeadline puts the header timeout back on uc: await may have left an
 // earlier deadline, for the watch, on it.
 func (c *h1Conn) headDeadline(uc *upConn) {
-	if t := c.p.up.headerTimeout; t > 0 {
-		_ = uc.nc.SetReadDeadline(time.Unix(0, c.now).Add(t))
-	} else {
-		_ = uc.nc.SetReadDeadline(time.Time{})
-	}
+	_ = uc.nc.SetReadDeadline(c.headLimit)
 }
 
 func (c *h1Conn) readParsed(uc *upConn) (*http.Response, error) {
@@ -99,7 +95,7 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	if !h.date {
 		b = appendDate(b, time.Now())
 	}
-	if c.closeAfter {
+	if c.last() {
 		b = append(b, "Connection: close\r\n"...)
 	}
 	b = append(b, "\r\n"...)
@@ -188,7 +184,7 @@ func (c *h1Conn) relayParsed(e *endpoint, uc *upConn, res *http.Response) {
 		delete(hdr, "Content-Length")
 		hdr["Transfer-Encoding"] = []string{"chunked"}
 	}
-	if c.closeAfter {
+	if c.last() {
 		hdr["Connection"] = []string{"close"}
 	}
 	b := append(c.out[:0], "HTTP/1.1 "...)
