@@ -56,8 +56,12 @@ chromium:
 	@command -v chromium >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
+# The proxy's tests run twice: on the plain listener's direct HTTP/1.1 path
+# (as served), and with net/http serving every request (as for the requests
+# the direct path hands over, and over TLS).
 unit: chromium
 	$(GO) test -race -count=1 ./...
+	VIGIL_PROXY_SERVER=net/http $(GO) test -race -count=1 ./proxy
 
 # integration and e2e need the private containerd (containerd-up).
 integration:
