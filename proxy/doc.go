@@ -61,13 +61,27 @@
 // -Proto and -Host are set; what a client sent is kept only from
 // TrustedProxies, and from others Forwarded and X-Real-Ip are dropped.
 // Upgrade requests (WebSocket) are tunnelled. A response without Server
-// gets "Server: vigil"; net/http adds Date. A client that hangs up is
-// counted as 499, not as a backend failure. Backends are spoken to over
+// gets "Server: vigil", one without Date gets Date. A client that hangs up
+// is counted as 499, not as a backend failure. Backends are spoken to over
 // HTTP/1.1 with keep-alive; clients may use HTTP/1.1, or HTTP/2 over TLS.
-// Bodiless requests with an idempotent method, the bulk of traffic, are
-// written and read on the handler's goroutine over the proxy's own
-// connection pool (upstream.go); requests with a body or an Upgrade go
-// through net/http's Transport.
+//
+// # Serving
+//
+// Over TLS, net/http serves every request (ServeHTTP). The plain listener
+// runs its own loop first (h1.go): a bodiless GET or HEAD in HTTP/1.1 in
+// origin form, the bulk of ingress traffic, is parsed in place, forwarded
+// over the proxy's backend connection pool (upstream.go) and its response
+// relayed from buffer to buffer, with no per-request goroutine, context or
+// header map. The parser is strict: a request with a body, an Upgrade, an
+// Expect, a folded or malformed line, a head beyond 4 KiB or anything else
+// unusual goes, with the bytes read so far, to net/http, which serves the
+// rest of that connection as it serves TLS. Both paths share the routing,
+// the balancing loop, passive health, metrics and the access log. On the
+// direct path a backend slower than 50 ms has the client's connection
+// watched meanwhile, so that a hang-up aborts the request and counts as 499;
+// a hang-up within those 50 ms, or while a body streams, shows when a write
+// to the client fails. Requests with a body or an Upgrade go through
+// net/http's Transport; the other requests net/http serves use the pool.
 //
 // TLS certificates come from kubernetes.io/tls Secrets named in spec.tls,
 // chosen by SNI: exact name, then wildcard, then the Secret of an entry
