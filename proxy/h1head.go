@@ -89,8 +89,8 @@ func kindOf(name []byte) fieldKind {
 	return headerKinds[string(lower)]
 }
 
-// tokenChars marks the bytes of an RFC 9110 token (tchar).
-var tokenChars = func() (t [256]bool) {
+// alnumAnd returns a byte set of the ASCII letters and digits and extra.
+func alnumAnd(extra string) (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
@@ -98,45 +98,24 @@ var tokenChars = func() (t [256]bool) {
 		t[c] = true
 		t[c-'a'+'A'] = true
 	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
+	for _, c := range extra {
 		t[c] = true
 	}
 	return t
-}()
+}
+
+// tokenChars marks the bytes of an RFC 9110 token (tchar).
+var tokenChars = alnumAnd("!#$%&'*+-.^_`|~")
 
 // pathChars marks the bytes a request path may hold on the direct path:
 // unreserved, sub-delims, ":", "@", "/" and "%" (checked to start an
 // escape). For such a path net/url's EscapedPath is the path as sent, so
 // both servers route on the same string. Others go to net/http.
-var pathChars = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "-._~!$&'()*+,;=:@/%" {
-		t[c] = true
-	}
-	return t
-}()
+var pathChars = alnumAnd("-._~!$&'()*+,;=:@/%")
 
 // hostChars marks the bytes of a Host value the direct path takes: names,
 // IPv4 and bracketed IPv6 literals, and a port.
-var hostChars = func() (t [256]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "-._:[]" {
-		t[c] = true
-	}
-	return t
-}()
+var hostChars = alnumAnd("-._:[]")
 
 // validValue reports whether v is a field value net/http would accept
 // unchanged: no control bytes but HTAB, no leading or trailing whitespace
