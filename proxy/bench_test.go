@@ -36,7 +36,7 @@ func BenchmarkLookup(b *testing.B) {
 }
 
 // BenchmarkProxy measures one proxied GET over loopback keep-alive, 1 KiB
-// response.
+// response, served on the direct path and by net/http.
 func BenchmarkProxy(b *testing.B) {
 	body := make([]byte, 1024)
 	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -44,25 +44,32 @@ func BenchmarkProxy(b *testing.B) {
 		_, _ = w.Write(body)
 	}))
 	defer be.Close()
-	p := New(Options{ServeClassless: true})
-	ing := ingressOf("app", 0, ruleOf("", pathOf(prefix, "/", "app")))
-	p.SetConfig(Config{Ingresses: ingsOf(ing), Services: servicesFor(ing)})
-	p.SetEndpoints([]ServiceEndpoints{epsOf("app", be.Listener.Addr().String())})
-	srv := httptest.NewServer(p)
-	defer srv.Close()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	defer client.CloseIdleConnections()
-
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			res, err := client.Get(srv.URL + "/x")
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			_, _ = io.Copy(io.Discard, res.Body)
-			res.Body.Close()
+	for _, direct := range []bool{true, false} {
+		name := "direct"
+		if !direct {
+			name = "net-http"
 		}
-	})
+		b.Run(name, func(b *testing.B) {
+			p := New(Options{ServeClassless: true})
+			ing := ingressOf("app", 0, ruleOf("", pathOf(prefix, "/", "app")))
+			p.SetConfig(Config{Ingresses: ingsOf(ing), Services: servicesFor(ing)})
+			p.SetEndpoints([]ServiceEndpoints{epsOf("app", be.Listener.Addr().String())})
+			url := "http://" + serveWith(b, p, direct).Addr().String() + "/x"
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+			defer client.CloseIdleConnections()
+
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					res, err := client.Get(url)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+				}
+			})
+		})
+	}
 }

@@ -159,30 +159,36 @@ func (f *fixture) addr() string { return f.ln.Addr().String() }
 // the direct HTTP/1.1 path first, net/http for the rest. With
 // VIGIL_PROXY_SERVER=net/http net/http serves every request, so that the
 // same tests cover both paths.
-func serveTest(t *testing.T, p *Proxy) net.Listener {
-	t.Helper()
+func serveTest(tb testing.TB, p *Proxy) net.Listener {
+	tb.Helper()
+	return serveWith(tb, p, os.Getenv("VIGIL_PROXY_SERVER") != "net/http")
+}
+
+// serveWith serves p on a loopback port, on the direct path or not.
+func serveWith(tb testing.TB, p *Proxy, direct bool) net.Listener {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	srv := p.newServer()
-	if os.Getenv("VIGIL_PROXY_SERVER") == "net/http" {
+	if !direct {
 		go func() { _ = srv.Serve(ln) }()
-		t.Cleanup(func() { srv.Close() })
+		tb.Cleanup(func() { srv.Close() })
 		return ln
 	}
 	h := newH1Server(p, srv, ln.Addr())
 	errc := make(chan error, 1)
 	go func() { errc <- h.serve(ln) }()
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		ln.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if err := h.shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
+			tb.Errorf("shutdown: %v", err)
 		}
 		if err := <-errc; err != http.ErrServerClosed {
-			t.Errorf("serve returned %v", err)
+			tb.Errorf("serve returned %v", err)
 		}
 	})
 	return ln
