@@ -369,8 +369,6 @@ type respHead struct {
 	fields  []field
 	conn    connInfo
 	length  int64 // Content-Length; -1 when absent
-	server  bool
-	date    bool
 	size    int
 	bodyLen int64 // bytes of body that follow the head
 }
@@ -438,14 +436,12 @@ func scanResponse(buf []byte, method string, h *respHead) scanResult {
 			if h.length = parseLength(f.value); h.length < 0 {
 				return scanNotDirect
 			}
-		case f.kind == fieldServer:
-			h.server = true
-		case f.kind == fieldDate:
-			h.date = true
 		}
 	}
 	scanConnection(h.fields, &h.conn)
-	if h.conn.tooMany {
+	// A Connection token naming Content-Length would leave the body
+	// unframed once the field is dropped; net/http re-frames it.
+	if h.conn.tooMany || h.conn.n > 0 && h.conn.names([]byte("Content-Length")) {
 		return scanNotDirect
 	}
 	switch {

@@ -81,18 +81,30 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	b = strconv.AppendInt(b, int64(h.status), 10)
 	b = append(b, h.reason...)
 	b = append(b, "\r\n"...)
+	server, date := false, false
 	for _, f := range h.fields {
 		if f.kind == fieldHop || f.kind == fieldTE ||
 			len(f.name) == 7 && bytes.EqualFold(f.name, []byte("Upgrade")) ||
 			h.conn.n > 0 && h.conn.names(f.name) {
 			continue
 		}
+		switch f.kind {
+		case fieldLength:
+			// RFC 9110 8.6: none on a 204.
+			if h.status == http.StatusNoContent {
+				continue
+			}
+		case fieldServer:
+			server = true
+		case fieldDate:
+			date = true
+		}
 		b = appendField(b, f.name, f.value)
 	}
-	if !h.server {
+	if !server {
 		b = append(b, "Server: vigil\r\n"...)
 	}
-	if !h.date {
+	if !date {
 		b = appendDate(b, time.Now())
 	}
 	if c.last() {
@@ -180,9 +192,16 @@ func (c *h1Conn) relayParsed(e *endpoint, uc *upConn, res *http.Response) {
 	bodiless := c.req.method == http.MethodHead || res.StatusCode == http.StatusNoContent ||
 		res.StatusCode == http.StatusNotModified
 	chunked := !bodiless && (res.ContentLength < 0 || len(res.TransferEncoding) > 0)
-	if chunked {
+	switch {
+	case chunked:
 		delete(hdr, "Content-Length")
 		hdr["Transfer-Encoding"] = []string{"chunked"}
+	case res.StatusCode == http.StatusNoContent:
+		delete(hdr, "Content-Length")
+	case !bodiless:
+		// The length as parsed frames the body, whatever the backend's
+		// Connection field dropped.
+		hdr["Content-Length"] = []string{strconv.FormatInt(res.ContentLength, 10)}
 	}
 	if c.last() {
 		hdr["Connection"] = []string{"close"}

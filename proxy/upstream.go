@@ -356,7 +356,8 @@ func (b *upBody) finish(eof bool) {
 	}
 	b.done = true
 	aborted := !b.stop()
-	if eof && b.reusable && !aborted {
+	// Bytes past the body would be read as the next response.
+	if eof && b.reusable && !aborted && b.uc.br.Buffered() == 0 {
 		b.rc.Close()
 		b.u.put(b.addr, b.uc, b.gone)
 		return
