@@ -288,12 +288,15 @@ func TestStatusPageInChromium(t *testing.T) {
 
 	// Made after the page rendered: only the live stream can bring it.
 	f.update(liveChange)
-	dom, err = b.waitText(ctx, session, "worker-1", "Killing", "3 pods")
+	dom, err = b.waitText(ctx, session, "worker-1", "Killing", "4 pods", "web-7d9f8-b4kzq")
 	if err != nil {
 		t.Fatalf("live update: %v\nDOM:\n%s", err, dom)
 	}
 	if !strings.Contains(dom, `<td class="num">8</td>`) {
 		t.Errorf("api-0's restart count 8 missing from the DOM:\n%s", dom)
+	}
+	if want := `title="` + unplacedMessage + `">Pending</td>`; !strings.Contains(dom, want) {
+		t.Errorf("the unplaced replica's status lacks %s:\n%s", want, dom)
 	}
 
 	shot := filepath.Join(artifactDir(t), "status.png")
@@ -304,10 +307,12 @@ func TestStatusPageInChromium(t *testing.T) {
 }
 
 // liveChange is what happens while the page is open: api-0 restarts once
-// more, a worker pod appears and the kill is recorded.
+// more, a worker pod appears, a web replica cannot be placed and the kill
+// is recorded.
 func liveChange(f *fixture) {
 	f.pods.Items[1].Status.ContainerStatuses[0].RestartCount = 8
-	f.pods.Items = append(f.pods.Items, fixturePod("worker-1", "worker", time.Now(), 0, true))
+	f.pods.Items = append(f.pods.Items, fixturePod("worker-1", "worker", time.Now(), 0, true),
+		fixtureUnplaced("web-7d9f8-b4kzq", time.Now()))
 	f.addEvent("api-0", "api", corev1.EventTypeNormal, "Killing",
 		"Stopping container api: failed liveness probe", time.Now())
 }

@@ -153,6 +153,29 @@ func fixtureCrashing(name string, created time.Time, restarts int32) corev1.Pod 
 	}
 }
 
+// unplacedMessage is the supervisor's message on a replica it could not
+// place.
+const unplacedMessage = "cannot create a pod of Deployment web: allocate 1 host ports: " +
+	"range 20000-20000 exhausted"
+
+// fixtureUnplaced is a replica the supervisor could not place, as its pod
+// list shows it: Pending, not scheduled, no node and no container statuses.
+func fixtureUnplaced(name string, created time.Time) corev1.Pod {
+	return corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: "default", UID: types.UID("uid-" + name),
+			CreationTimestamp: metav1.NewTime(created),
+		},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{
+			Name: "web", Image: "vigil-test/web:1", ReadinessProbe: httpProbe("/ready"),
+		}}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
+			Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+			Reason: corev1.PodReasonUnschedulable, Message: unplacedMessage,
+		}}},
+	}
+}
+
 // newLoopbackServer serves h on 127.0.0.1 only, closed when the test ends.
 func newLoopbackServer(t *testing.T, h http.Handler) *httptest.Server {
 	srv := httptest.NewUnstartedServer(h)

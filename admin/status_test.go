@@ -57,6 +57,27 @@ func TestSnapshot(t *testing.T) {
 	}
 }
 
+// A replica the supervisor could not place is a Pending pod with no
+// containers; the page shows it, with the scheduling message, and no
+// container rows.
+func TestSnapshotUnschedulable(t *testing.T) {
+	now := time.Now()
+	f := newFixture(now)
+	f.pods.Items = append(f.pods.Items, fixtureUnplaced("web-7d9f8-b4kzq", now))
+	s := buildSnapshot(f.sources(), now)
+	if len(s.Pods) != 3 {
+		t.Fatalf("%d pods, want 3", len(s.Pods))
+	}
+	p := s.Pods[2]
+	if p.Phase != "Pending" || p.Ready != "0/1" || p.AllReady || len(p.Containers) != 0 ||
+		p.Unschedulable != unplacedMessage {
+		t.Errorf("unplaced pod = %+v", p)
+	}
+	if s.Pods[0].Unschedulable != "" {
+		t.Errorf("placed pod %s has unschedulable %q", s.Pods[0].Name, s.Pods[0].Unschedulable)
+	}
+}
+
 func TestProbeStateFromEvents(t *testing.T) {
 	now := time.Now()
 	tests := []struct {

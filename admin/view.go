@@ -43,6 +43,10 @@ type podView struct {
 	HostPorts   string          `json:"hostPorts,omitempty"`
 	Terminating bool            `json:"terminating,omitempty"`
 	Containers  []containerView `json:"containers"`
+
+	// Unschedulable is why the pod could not be placed on the node (its
+	// PodScheduled condition is False); such a pod has no containers yet.
+	Unschedulable string `json:"unschedulable,omitempty"`
 }
 
 type containerView struct {
@@ -128,6 +132,11 @@ func newPodView(p *corev1.Pod, events []corev1.Event, now time.Time) podView {
 		HostPorts:   HostPorts(p),
 		Terminating: p.DeletionTimestamp != nil,
 		Containers:  []containerView{},
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			v.Unschedulable = c.Message
+		}
 	}
 	ready := 0
 	for i := range p.Status.ContainerStatuses {

@@ -435,8 +435,8 @@ func TestNoFreePortOneEvent(t *testing.T) {
 		time.Sleep(5 * time.Second)
 		synctest.Wait()
 
-		if n := len(s.PodList().Items); n != 2 {
-			t.Errorf("%d pods, want the 2 that have ports", n)
+		if placed, pending := listed(t, s); len(placed) != 2 || len(pending) != 1 {
+			t.Errorf("%d pods and %d pending replicas, want the 2 that have ports and 1", len(placed), len(pending))
 		}
 		var evs []corev1.Event
 		for _, ev := range s.Recorder().List().Items {

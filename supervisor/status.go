@@ -51,26 +51,13 @@ func (p *pod) readiness() (ready, settling bool) {
 }
 
 func (p *pod) buildView() *corev1.Pod {
+	meta := templateMeta(&p.template, p.workloadKind, p.workloadName, p.hash)
+	meta.Name, meta.Namespace, meta.UID = p.name, p.namespace, types.UID(p.uid)
+	meta.CreationTimestamp = metav1.NewTime(p.created)
 	v := &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
-		ObjectMeta: metav1.ObjectMeta{
-			Name:              p.name,
-			Namespace:         p.namespace,
-			UID:               types.UID(p.uid),
-			Labels:            copyMap(p.template.Labels),
-			Annotations:       copyMap(p.template.Annotations),
-			CreationTimestamp: metav1.NewTime(p.created),
-		},
-		Spec: *p.spec.DeepCopy(),
-	}
-	if v.Labels == nil {
-		v.Labels = map[string]string{}
-	}
-	if p.workloadKind != "Pod" {
-		v.Labels[LabelTemplateHash] = p.hash
-		v.OwnerReferences = []metav1.OwnerReference{{
-			APIVersion: "apps/v1", Kind: p.workloadKind, Name: p.workloadName,
-		}}
+		TypeMeta:   metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
+		ObjectMeta: meta,
+		Spec:       *p.spec.DeepCopy(),
 	}
 	if len(p.hostPorts) > 0 {
 		if v.Annotations == nil {
@@ -129,6 +116,26 @@ func (p *pod) buildView() *corev1.Pod {
 	return v
 }
 
+// templateMeta is the metadata a pod of a workload gets from its template:
+// the template's labels and annotations, and for a replica of a Deployment
+// the template hash label and the owner reference.
+func templateMeta(tpl *corev1.PodTemplateSpec, kind, workload, hash string) metav1.ObjectMeta {
+	meta := metav1.ObjectMeta{
+		Labels:      copyMap(tpl.Labels),
+		Annotations: copyMap(tpl.Annotations),
+	}
+	if meta.Labels == nil {
+		meta.Labels = map[string]string{}
+	}
+	if kind != "Pod" {
+		meta.Labels[LabelTemplateHash] = hash
+		meta.OwnerReferences = []metav1.OwnerReference{{
+			APIVersion: "apps/v1", Kind: kind, Name: workload,
+		}}
+	}
+	return meta
+}
+
 func (p *pod) containerStatus(c *container) corev1.ContainerStatus {
 	started := c.phase == phaseRunning && c.started
 	cs := corev1.ContainerStatus{
@@ -170,15 +177,21 @@ func (t *terminated) state() *corev1.ContainerStateTerminated {
 }
 
 // PodList returns every pod vigil runs as a v1.PodList, sorted by namespace
-// and name, the shape the kubelet serves at /pods.
+// and name, the shape the kubelet serves at /pods. Replicas that could not
+// be placed are in it too, as Pending pods (unplaced.go).
 func (s *Supervisor) PodList() *corev1.PodList {
+	list := &corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
 	s.mu.Lock()
 	pods := make([]*pod, 0, len(s.pods))
 	for _, p := range s.pods {
 		pods = append(pods, p)
 	}
+	for _, us := range s.unplaced {
+		for _, u := range us {
+			list.Items = append(list.Items, *u.view.DeepCopy())
+		}
+	}
 	s.mu.Unlock()
-	list := &corev1.PodList{TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"}}
 	for _, p := range pods {
 		p.stateMu.Lock()
 		if p.view != nil && !p.gone {

@@ -165,11 +165,14 @@ type Supervisor struct {
 	ports   *portAllocator
 	metrics *metrics
 
-	mu          sync.Mutex
-	loaded      bool
-	workloads   map[string]*manifest.Workload // by workloadKey
-	services    []*corev1.Service
-	pods        map[string]*pod // by pod UID
+	mu        sync.Mutex
+	loaded    bool
+	workloads map[string]*manifest.Workload // by workloadKey
+	services  []*corev1.Service
+	pods      map[string]*pod // by pod UID
+	// unplaced are the replicas scale wanted but could not place, by
+	// workloadKey (unplaced.go); rebuilt by each reconcile.
+	unplaced    map[string][]*unplaced
 	byContainer map[string]*pod // by container ID, for exit events
 	workers     sync.WaitGroup
 	runCtx      context.Context
@@ -196,6 +199,7 @@ func New(opts Options) *Supervisor {
 		metrics:     newMetrics(opts.Registerer),
 		workloads:   map[string]*manifest.Workload{},
 		pods:        map[string]*pod{},
+		unplaced:    map[string][]*unplaced{},
 		byContainer: map[string]*pod{},
 		kick:        make(chan struct{}, 1),
 	}
@@ -264,6 +268,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 // shutdown ends every pod worker, first removing the pods when configured.
 func (s *Supervisor) shutdown(cancelWorkers context.CancelFunc) {
+	s.mu.Lock()
+	// No pass will try to place them any more.
+	s.unplaced = map[string][]*unplaced{}
+	s.mu.Unlock()
 	if s.opts.RemovePodsOnExit {
 		s.log.Info("stopping all pods before exit")
 		s.mu.Lock()
@@ -326,8 +334,10 @@ func (s *Supervisor) reconcile() {
 		k := workloadKey(p.workloadKind, p.namespace, p.workloadName)
 		owned[k] = append(owned[k], p)
 	}
+	waiting := s.unplaced
+	s.unplaced = map[string][]*unplaced{}
 	for k, wl := range s.workloads {
-		s.scale(wl, owned[k])
+		s.scale(wl, owned[k], waiting[k])
 	}
 	for k, pods := range owned {
 		if _, ok := s.workloads[k]; ok {
@@ -342,16 +352,14 @@ func (s *Supervisor) reconcile() {
 	}
 }
 
-// startPod creates the worker of a new pod of wl. Caller holds s.mu.
-func (s *Supervisor) startPod(wl *manifest.Workload) {
-	name := wl.Name
-	if wl.Kind != "Pod" {
-		name = fmt.Sprintf("%s-%s-%s", wl.Name, wl.Hash, randomSuffix())
-	}
+// startPod creates the worker of a new pod of wl, named name with the given
+// UID. When the pod cannot be created it returns why, and the replica stays
+// unplaced. Caller holds s.mu.
+func (s *Supervisor) startPod(wl *manifest.Workload, name, uid string) (why string) {
 	p, err := newPod(s, podParams{
 		name:         name,
 		namespace:    wl.Namespace,
-		uid:          newUID(),
+		uid:          uid,
 		workloadKind: wl.Kind,
 		workloadName: wl.Name,
 		hash:         wl.Hash,
@@ -364,13 +372,15 @@ func (s *Supervisor) startPod(wl *manifest.Workload) {
 		if wl.Kind != "Pod" {
 			set = wl.Name + "-" + wl.Hash
 		}
+		why = "cannot create a pod of " + wl.Kind + " " + wl.Name + ": " + err.Error()
 		s.rec.record(objectRef{namespace: wl.Namespace, pod: set}, corev1.EventTypeWarning,
-			ReasonFailedScheduling, "cannot create a pod of "+wl.Kind+" "+wl.Name+": "+err.Error())
-		return
+			ReasonFailedScheduling, why)
+		return why
 	}
 	s.rec.record(p.objRef(""), corev1.EventTypeNormal, ReasonScheduled,
 		"Assigned "+p.ref()+" to "+s.opts.NodeName)
 	s.launch(p)
+	return ""
 }
 
 // launch registers p and starts its worker. Caller holds s.mu.

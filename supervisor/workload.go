@@ -10,7 +10,8 @@ import (
 )
 
 // scale brings the pods of one workload toward its desired replicas and
-// template. Caller holds s.mu.
+// template. waiting are the workload's replicas that the previous pass could
+// not place; they are tried again first. Caller holds s.mu.
 //
 // Pods whose template hash matches the workload are current, the others old.
 // Without old pods, the current ones are scaled to the replica count. During
@@ -26,7 +27,7 @@ import (
 // removed; the rollout waits for their first readiness result (within one
 // probe period), so a template changed while vigil was down rolls like one
 // changed while it ran instead of replacing every old pod at once.
-func (s *Supervisor) scale(wl *manifest.Workload, pods []*pod) {
+func (s *Supervisor) scale(wl *manifest.Workload, pods []*pod, waiting []*unplaced) {
 	var current, old []*pod
 	terminating := 0
 	for _, p := range pods {
@@ -48,15 +49,15 @@ func (s *Supervisor) scale(wl *manifest.Workload, pods []*pod) {
 			p.terminate()
 		}
 		if len(old) > 0 || terminating > 0 {
-			return // start the new pods once the old ones are gone
+			// Start the new pods once the old ones are gone.
+			s.carryUnplaced(wl, want-len(current), waiting)
+			return
 		}
 		old = nil
 	}
 
 	if len(old) == 0 {
-		for i := len(current); i < want; i++ {
-			s.startPod(wl)
-		}
+		s.place(wl, want-len(current), waiting)
 		if extra := len(current) - want; extra > 0 {
 			for _, p := range removalOrder(current)[:extra] {
 				s.log.Info("scaling down", "pod", p.ref())
@@ -74,10 +75,7 @@ func (s *Supervisor) scale(wl *manifest.Workload, pods []*pod) {
 		}
 	}
 	total := len(current) + len(old) + terminating
-	for n := len(current); n < want && total < want+surge; n++ {
-		s.startPod(wl)
-		total++
-	}
+	s.place(wl, min(want-len(current), want+surge-total), waiting)
 	minReady := want - unavailable
 	for _, p := range removalOrder(old) {
 		if p.isSettling() {

@@ -84,8 +84,10 @@ function render(s) {
     const status = podStatus(p);
     if (p.allReady) ready++;
     restarts += p.restarts;
+    const statusCell = td(status, statusClass(status));
+    if (p.unschedulable) statusCell.title = p.unschedulable;
     const tr = row([p.namespace, td(p.name, "mono"), td(p.ready, p.allReady ? "ok" : "warn"),
-      td(status, statusClass(status)), td(p.restarts, "num"), td(age(p.created), "num"),
+      statusCell, td(p.restarts, "num"), td(age(p.created), "num"),
       td(p.ip || "-", "mono"), td(p.hostPorts || "-", "mono")]);
     tr.dataset.pod = p.namespace + "/" + p.name;
     pods.push(tr);

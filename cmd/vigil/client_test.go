@@ -100,6 +100,33 @@ old-1             0/1     Terminating        0              9d    <none>      <n
 	}
 }
 
+// A replica the supervisor could not place shows as kubectl shows an
+// unschedulable pod: Pending, none of its containers ready, no node.
+func TestPrintPodsPending(t *testing.T) {
+	list := clientPods()
+	list.Items = append(list.Items[:1], corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "web-7d9f8-b4kzq", Namespace: "default",
+			CreationTimestamp: ago(3 * time.Minute)},
+		Spec: corev1.PodSpec{HostNetwork: true, Containers: []corev1.Container{{Name: "web"}, {Name: "log"}}},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{
+			Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+			Message: "cannot create a pod of Deployment web: allocate 1 host ports: range 20000-20000 exhausted",
+		}}},
+	})
+	var buf bytes.Buffer
+	if err := printPods(&buf, list, true, clientNow); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+NAME              READY   STATUS    RESTARTS     AGE   IP          NODE     HOST-PORTS
+web-7d9f8-x2k4q   2/2     Running   3 (5m ago)   26h   127.0.0.1   node-1   web/8080=20001
+web-7d9f8-b4kzq   0/2     Pending   0            3m    <none>      <none>   <none>
+`
+	if got := buf.String(); got != strings.TrimPrefix(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", got, strings.TrimPrefix(want, "\n"))
+	}
+}
+
 func TestPrintPodsNamespaces(t *testing.T) {
 	list := clientPods()
 	list.Items[1].Namespace = "batch"
