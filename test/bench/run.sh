@@ -16,6 +16,8 @@
 #                          [probes restart proxy]
 #   PROBE_TARGETS [10000]  PROBE_DURATION [60s]  PROBE_MODE [reuse]
 #   RESTARTS [20]          RESTART_PERIOD [20ms]  (liveness/readiness period)
+#   PROXY_ROUNDS [4]       interleaved vigil/nginx rounds of 10 s; one round
+#                          on a shared VM swings by 10%, their mean much less
 #   VIGIL_BENCH_PORT_BASE  first host port the benchmarks may use; the restart
 #                          bench takes base..base+9, the proxy bench base+10..
 #                          [$VIGIL_E2E_PORT_BASE, else 20900]
@@ -93,7 +95,7 @@ fi
 if wanted proxy; then
 	if [[ -x $root/test/bench/proxy/run.sh ]]; then
 		PROXY_BENCH_PORT_BASE=$((port_base + 10)) OUT="$out/proxy" \
-			bounded proxy 240 "$root/test/bench/proxy/run.sh"
+			ROUNDS=${PROXY_ROUNDS:-4} bounded proxy 240 "$root/test/bench/proxy/run.sh"
 	else
 		status[proxy]="skipped: test/bench/proxy/run.sh is not there"
 		log "proxy: ${status[proxy]}"
