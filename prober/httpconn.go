@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vigil-agent/vigil/internal/h1"
 )
 
 // keepAlive is the HTTP/1.1 client of one target in ConnReuse mode for
@@ -71,11 +73,11 @@ const maxHeaderBytes = 64 << 10
 // would refuse to send (a header name or value that is not valid HTTP).
 func newKeepAlive(req *http.Request, addr string, dialer *net.Dialer, idle time.Duration) (*keepAlive, error) {
 	for name, vs := range req.Header {
-		if !validHeaderName(name) {
+		if !h1.IsToken(name) {
 			return nil, fmt.Errorf("invalid header field name %q", name)
 		}
 		for _, v := range vs {
-			if !validHeaderValue(v) {
+			if !h1.ValidValue(v) {
 				return nil, fmt.Errorf("invalid header field value for %q", name)
 			}
 		}
@@ -192,12 +194,12 @@ func (k *keepAlive) roundTrip(ctx context.Context, deadline time.Time, limit int
 
 // plainHead reads the head of a response in the shape nearly every probe
 // gets: HTTP/1.1, a 2xx status, a Content-Length and otherwise only headers
-// that change nothing here, all in the first read. It then parses it
-// without allocating and consumes it, and ok is true. Any other response
-// (1xx, redirects, errors, chunked or closing bodies, HTTP/1.0, a head split
-// over reads, anything unusual) is left unread for http.ReadResponse, which
-// keeps its exact semantics. err is the error of that first read, as
-// http.ReadResponse reports it.
+// that change nothing here, all in the first read. It then scans it in
+// place (internal/h1), consumes it, and ok is true. Any other response
+// (1xx, redirects, errors, chunked or closing bodies, HTTP/1.0, Connection
+// or Trailer fields, a head split over reads, anything unusual) is left
+// unread for http.ReadResponse, which keeps its exact semantics. err is the
+// error of that first read, as http.ReadResponse reports it.
 func plainHead(br *bufio.Reader) (code int, length int64, ok bool, err error) {
 	if _, err := br.Peek(1); err != nil {
 		if err == io.EOF {
@@ -206,42 +208,19 @@ func plainHead(br *bufio.Reader) (code int, length int64, ok bool, err error) {
 		return 0, 0, false, err
 	}
 	buf, _ := br.Peek(br.Buffered())
-	end := bytes.Index(buf, []byte("\r\n\r\n"))
-	if end < 0 {
+	var fields [24]h1.Field
+	h, r := h1.ScanResponse(buf, http.MethodGet, fields[:0])
+	if r != h1.Done || h.HTTP10 ||
+		h.Status < 200 || h.Status > 299 || h.Length < 0 {
 		return 0, 0, false, nil
 	}
-	head := buf[:end+2] // each line with its CRLF
-	line, head, _ := bytes.Cut(head, []byte("\r\n"))
-	// "HTTP/1.1 2xx" and an optional reason phrase.
-	if len(line) < 12 || string(line[:9]) != "HTTP/1.1 " || line[9] != '2' ||
-		!isDigit(line[10]) || !isDigit(line[11]) || len(line) > 12 && line[12] != ' ' {
-		return 0, 0, false, nil
-	}
-	code = 200 + int(line[10]-'0')*10 + int(line[11]-'0')
-	length = -1
-	for len(head) > 0 {
-		line, head, _ = bytes.Cut(head, []byte("\r\n"))
-		name, value, found := bytes.Cut(line, []byte(":"))
-		if !found || !validHeaderName(string(name)) || !plainValue(value) {
-			return 0, 0, false, nil
-		}
-		switch {
-		case asciiEqualFold(name, "Content-Length"):
-			n, isNum := parseLength(bytes.Trim(value, " \t"))
-			if !isNum || length >= 0 {
-				return 0, 0, false, nil
-			}
-			length = n
-		case asciiEqualFold(name, "Transfer-Encoding"), asciiEqualFold(name, "Connection"),
-			asciiEqualFold(name, "Trailer"):
+	for _, f := range h.Fields {
+		if h1.Is(f.Name, "Connection") || h1.Is(f.Name, "Trailer") {
 			return 0, 0, false, nil
 		}
 	}
-	if length < 0 {
-		return 0, 0, false, nil
-	}
-	_, _ = br.Discard(end + 4)
-	return code, length, true, nil
+	_, _ = br.Discard(h.Size)
+	return h.Status, h.Length, true, nil
 }
 
 // plainBody reads the Content-Length body of a response plainHead parsed:
@@ -271,54 +250,6 @@ func (k *keepAlive) plainBody(ctx context.Context, br *bufio.Reader, code int, l
 	k.resp = http.Response{StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		ContentLength: length, Body: http.NoBody, Request: k.req}
 	return &k.resp, read, nil, true
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-// plainValue reports whether a header value holds only visible ASCII,
-// spaces and tabs.
-func plainValue(v []byte) bool {
-	for _, c := range v {
-		if c < ' ' && c != '\t' || c >= 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-// asciiEqualFold reports whether b is s, ignoring ASCII case.
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// parseLength parses a Content-Length of 1 to 18 decimal digits.
-func parseLength(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 18 {
-		return 0, false
-	}
-	var n int64
-	for _, c := range b {
-		if !isDigit(c) {
-			return 0, false
-		}
-		n = n*10 + int64(c-'0')
-	}
-	return n, true
 }
 
 // watch makes the end of ctx interrupt a run blocked on the connection: a
@@ -397,32 +328,4 @@ func (m *meteredReader) Read(p []byte) (int, error) {
 		m.left -= int64(n)
 	}
 	return n, err
-}
-
-// validHeaderName reports whether s is an HTTP token (RFC 9110 5.1).
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validHeaderValue reports whether s holds no control character other than
-// horizontal tab (RFC 9110 5.5).
-func validHeaderValue(s string) bool {
-	for i := range len(s) {
-		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/vigil-agent/vigil/internal/h1"
 )
 
 // The differential test serves a Proxy two ways, the direct HTTP/1.1 loop in
@@ -1223,7 +1225,7 @@ func FuzzScanRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var h reqHead
 		got := scanRequest(data, &h)
-		if got != scanDone {
+		if got != h1.Done {
 			return
 		}
 		if h.size <= 0 || h.size > len(data) {
@@ -1233,12 +1235,12 @@ func FuzzScanRequest(f *testing.F) {
 		path, query := string(h.path), string(h.query)
 		fields := map[string][]string{}
 		for _, fl := range h.fields {
-			k := textproto.CanonicalMIMEHeaderKey(string(fl.name))
-			fields[k] = append(fields[k], string(fl.value))
+			k := textproto.CanonicalMIMEHeaderKey(string(fl.Name))
+			fields[k] = append(fields[k], string(fl.Value))
 		}
 		// The head alone is taken alike; no strict prefix of it is.
 		var h2 reqHead
-		if r := scanRequest(data[:h.size], &h2); r != scanDone || h2.size != h.size ||
+		if r := scanRequest(data[:h.size], &h2); r != h1.Done || h2.size != h.size ||
 			string(h2.target) != target || string(h2.host) != host {
 			t.Fatalf("the head alone: %v, size %d", r, h2.size)
 		}
@@ -1248,7 +1250,7 @@ func FuzzScanRequest(f *testing.F) {
 			if n > 4096 && n%step != 0 && n < h.size-4 {
 				continue
 			}
-			if r := scanRequest(data[:n], &h2); r == scanDone {
+			if r := scanRequest(data[:n], &h2); r == h1.Done {
 				t.Fatalf("prefix of %d bytes taken, of a %d-byte head", n, h.size)
 			}
 		}
@@ -1256,7 +1258,7 @@ func FuzzScanRequest(f *testing.F) {
 		br := bufio.NewReaderSize(bytes.NewReader(data), len(data)+16)
 		r, err := http.ReadRequest(br)
 		if err != nil {
-			t.Fatalf("scanDone but net/http refuses: %v\n%q", err, data[:h.size])
+			t.Fatalf("scanned as direct but net/http refuses: %v\n%q", err, data[:h.size])
 		}
 		if consumed := len(data) - br.Buffered(); consumed != h.size {
 			t.Fatalf("net/http read a %d-byte head, scanRequest %d", consumed, h.size)
@@ -1265,7 +1267,7 @@ func FuzzScanRequest(f *testing.F) {
 		// values): it must hand the same request to its handler.
 		sr := serverSees(data[:h.size])
 		if sr == nil {
-			t.Fatalf("scanDone but net/http's server refuses\n%q", data[:h.size])
+			t.Fatalf("scanned as direct but net/http's server refuses\n%q", data[:h.size])
 		}
 		if sr.Method != method || sr.RequestURI != target || sr.Host != host {
 			t.Fatalf("net/http's server: %s %s Host %q; scanRequest: %s %s Host %q",

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/vigil-agent/vigil/internal/h1"
 )
 
 // h1Conn is one client connection on the direct path. One goroutine reads
@@ -26,7 +28,7 @@ type h1Conn struct {
 	state   atomic.Int32
 
 	req  reqHead
-	res  respHead
+	res  h1.Response
 	out  []byte // the backend request head
 	path string // as routed and forwarded; transient
 	pl   *pool
@@ -103,10 +105,10 @@ func (c *h1Conn) next() connNext {
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
 		switch scanRequest(buf, &c.req) {
-		case scanDone:
+		case h1.Done:
 			c.serveRequest()
 			return c.finish()
-		case scanNotDirect:
+		case h1.Other:
 			c.handOff()
 			return connHanded
 		}
@@ -171,7 +173,7 @@ func (c *h1Conn) serveRequest() {
 		start = time.Now()
 	}
 	c.o = outcome{}
-	c.closeAfter = c.req.conn.close || c.s.closing.Load()
+	c.closeAfter = c.req.conn.Close || c.s.closing.Load()
 	rt := p.notFound
 	var uri, host, ua string
 	if p.opts.AccessLog {
@@ -245,28 +247,29 @@ func (c *h1Conn) appendBackendHead(b []byte) []byte {
 	b = append(b, "\r\n"...)
 	var priorXFF [][]byte
 	var xfh, xfp, trailers bool
-	for _, f := range h.fields {
-		if f.kind == fieldTE {
-			trailers = trailers || hasTokenBytes(f.value, "trailers")
+	for i, f := range h.fields {
+		kind := h.kinds[i]
+		if kind == fieldTE {
+			trailers = trailers || hasTokenBytes(f.Value, "trailers")
 			continue
 		}
-		if f.kind == fieldHop || h.conn.n > 0 && h.conn.names(f.name) {
+		if kind == fieldHop || h.conn.ListsAny() && h.conn.Lists(f.Name) {
 			continue
 		}
-		switch f.kind {
+		switch kind {
 		case fieldXFF:
 			if c.trusted {
-				priorXFF = append(priorXFF, f.value)
+				priorXFF = append(priorXFF, f.Value)
 			}
 			continue
 		case fieldXFHost, fieldXFProto, fieldForwarded:
 			if !c.trusted {
 				continue
 			}
-			xfh = xfh || f.kind == fieldXFHost
-			xfp = xfp || f.kind == fieldXFProto
+			xfh = xfh || kind == fieldXFHost
+			xfp = xfp || kind == fieldXFProto
 		}
-		b = appendField(b, f.name, f.value)
+		b = appendField(b, f.Name, f.Value)
 	}
 	if trailers {
 		b = append(b, "Te: trailers\r\n"...)

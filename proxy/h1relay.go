@@ -7,6 +7,8 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"time"
+
+	"github.com/vigil-agent/vigil/internal/h1"
 )
 
 // Responses on the direct path. A head with a Content-Length body (or none)
@@ -21,10 +23,12 @@ func (c *h1Conn) readHead(uc *upConn) (*http.Response, error) {
 	timed := false
 	for {
 		buf, _ := uc.br.Peek(uc.br.Buffered())
-		switch scanResponse(buf, c.req.method, &c.res) {
-		case scanDone:
+		var r h1.Result
+		c.res, r = h1.ScanResponse(buf, c.req.method, c.res.Fields[:0])
+		switch r {
+		case h1.Done:
 			return nil, nil
-		case scanNotDirect:
+		case h1.Other:
 			return c.readParsed(uc)
 		}
 		if uc.br.Buffered() == uc.br.Size() {
@@ -74,24 +78,24 @@ func (c *h1Conn) observe(e *endpoint, status int) {
 // relayDirect relays the response scanned into c.res.
 func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	h := &c.res
-	c.observe(e, h.status)
-	c.o.status = h.status
+	c.observe(e, h.Status)
+	c.o.status = h.Status
 	b := c.out[:0]
 	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(h.status), 10)
-	b = append(b, h.reason...)
+	b = strconv.AppendInt(b, int64(h.Status), 10)
+	b = append(b, h.Reason...)
 	b = append(b, "\r\n"...)
 	server, date := false, false
-	for _, f := range h.fields {
-		if f.kind == fieldHop || f.kind == fieldTE ||
-			len(f.name) == 7 && bytes.EqualFold(f.name, []byte("Upgrade")) ||
-			h.conn.n > 0 && h.conn.names(f.name) {
+	for _, f := range h.Fields {
+		kind := kindOf(f.Name)
+		if kind == fieldHop || kind == fieldTE || h1.Is(f.Name, "Upgrade") ||
+			h.Conn.ListsAny() && h.Conn.Lists(f.Name) {
 			continue
 		}
-		switch f.kind {
+		switch kind {
 		case fieldLength:
 			// RFC 9110 8.6: none on a 204.
-			if h.status == http.StatusNoContent {
+			if h.Status == http.StatusNoContent {
 				continue
 			}
 		case fieldServer:
@@ -99,7 +103,7 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 		case fieldDate:
 			date = true
 		}
-		b = appendField(b, f.name, f.value)
+		b = appendField(b, f.Name, f.Value)
 	}
 	if !server {
 		b = append(b, "Server: vigil\r\n"...)
@@ -112,11 +116,11 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	}
 	b = append(b, "\r\n"...)
 	c.out = b
-	reusable := h.reusable()
-	_, _ = uc.br.Discard(h.size)
+	reusable := h.Reusable()
+	_, _ = uc.br.Discard(h.Size)
 
 	_, werr := c.bw.Write(b)
-	n := h.bodyLen
+	n := h.BodyLen
 	var rerr error
 	cleared, wrote := false, false
 	for n > 0 && werr == nil {
@@ -290,7 +294,7 @@ func hasTokenBytes(v []byte, tok string) bool {
 	for len(v) > 0 {
 		var t []byte
 		t, v, _ = bytes.Cut(v, []byte(","))
-		if bytes.EqualFold(trimOWS(t), []byte(tok)) {
+		if bytes.EqualFold(h1.TrimOWS(t), []byte(tok)) {
 			return true
 		}
 	}
