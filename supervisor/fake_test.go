@@ -211,6 +211,15 @@ func (f *fakeRuntime) CreateContainer(
 	if _, ok := f.sandboxes[podID]; !ok {
 		return "", fmt.Errorf("sandbox %s: %w", podID, runtime.ErrNotFound)
 	}
+	// As containerd does, a container's name and attempt are reserved in
+	// its sandbox for as long as the container exists.
+	for _, c := range f.containers {
+		if c.c.PodSandboxId == podID && c.c.Metadata.Name == cfg.Metadata.Name &&
+			c.c.Metadata.Attempt == cfg.Metadata.Attempt {
+			return "", fmt.Errorf("failed to reserve container name %s_%d: reserved for %s",
+				cfg.Metadata.Name, cfg.Metadata.Attempt, c.c.Id)
+		}
+	}
 	f.seq++
 	id := fmt.Sprintf("c%d", f.seq)
 	f.record("CreateContainer", id)
@@ -289,11 +298,31 @@ func (f *fakeRuntime) ListContainers(_ context.Context, filter *cri.ContainerFil
 	defer f.mu.Unlock()
 	var out []*cri.Container
 	for _, c := range f.containers {
-		if filter.GetPodSandboxId() == "" || c.c.PodSandboxId == filter.GetPodSandboxId() {
+		if filter.GetPodSandboxId() != "" && c.c.PodSandboxId != filter.GetPodSandboxId() {
+			continue
+		}
+		if filter.GetState() != nil && c.c.State != filter.GetState().GetState() {
+			continue
+		}
+		if matches(c.c.Labels, filter.GetLabelSelector()) {
 			out = append(out, proto.Clone(c.c).(*cri.Container))
 		}
 	}
 	return out, nil
+}
+
+// inSandbox lists the containers named name in the sandbox of the pod that
+// has one.
+func (f *fakeRuntime) inSandbox(name string) []*cri.Container {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*cri.Container
+	for _, c := range f.containers {
+		if _, ok := f.sandboxes[c.c.PodSandboxId]; ok && c.c.Metadata.Name == name {
+			out = append(out, proto.Clone(c.c).(*cri.Container))
+		}
+	}
+	return out
 }
 
 func (f *fakeRuntime) ExecSync(context.Context, string, []string, time.Duration) (runtime.ExecResult, error) {

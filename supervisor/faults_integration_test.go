@@ -374,6 +374,59 @@ func TestIntegrationLostStartReply(t *testing.T) {
 	}
 }
 
+// CreateContainer replies lost twice on the real runtime, after containerd
+// created each container: every attempt removes what the one before left,
+// which also frees the name and attempt containerd reserves for it, so the
+// pod comes up with exactly one instance of its container, running.
+func TestIntegrationLostCreateReply(t *testing.T) {
+	const ns = "it-lostcreate"
+	// No manifests yet, so the fault is in place before the first create.
+	s, faulty, rt := startIntegration(t, ns, "")
+	faulty.Lose(runtime.MethodCreateContainer, 2, nil)
+	file := filepath.Join(t.TempDir(), "app.yaml")
+	if err := os.WriteFile(file, []byte(liveDeployment(ns, "app")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := manifest.LoadFile(file)
+	if err != nil || len(set.Errors) > 0 {
+		t.Fatalf("load manifests: %v %v", err, set.Errors)
+	}
+	s.SetManifests(set)
+
+	var cs corev1.ContainerStatus
+	waitUntil(t, "the pod ready", 40*time.Second, func() bool {
+		for _, p := range s.PodList().Items {
+			if len(p.Status.ContainerStatuses) == 1 {
+				cs = p.Status.ContainerStatuses[0]
+			}
+		}
+		return cs.Ready
+	})
+	if n := faulty.Calls(runtime.MethodCreateContainer); n != 3 {
+		t.Errorf("%d CreateContainer calls, want 2 lost and 1 answered", n)
+	}
+	if n := faulty.Calls(runtime.MethodStartContainer); n != 1 {
+		t.Errorf("%d StartContainer calls, want 1", n)
+	}
+	list, err := rt.ListContainers(context.Background(), &cri.ContainerFilter{
+		LabelSelector: map[string]string{runtime.LabelPodNamespace: ns, runtime.LabelContainerName: "app"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || list[0].State != cri.ContainerState_CONTAINER_RUNNING ||
+		cs.ContainerID != "containerd://"+list[0].Id {
+		states := make([]string, 0, len(list))
+		for _, c := range list {
+			states = append(states, shortID(c.Id)+" "+c.State.String())
+		}
+		t.Errorf("instances of app: %v; status shows %s; want exactly that one, running", states, cs.ContainerID)
+	}
+	if cs.RestartCount != 0 {
+		t.Errorf("restartCount %d after failed creates, want 0", cs.RestartCount)
+	}
+}
+
 func waitUntil(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(within)

@@ -67,11 +67,27 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 		p.startFailed(c, "ErrImagePull", fmt.Errorf("image %q: %w", image, err))
 		return
 	}
+	if c.createFailedIn != "" {
+		// A sweep that fails fails this attempt, which backs off like any
+		// failed start: a runtime that stays unreachable is asked again
+		// only at the next attempt.
+		if c.createFailedIn == p.sandboxID {
+			if err := p.removeLostCreates(ctx, c); err != nil {
+				p.startFailed(c, "CreateContainerError",
+					fmt.Errorf("remove instances an earlier create may have left: %w", err))
+				return
+			}
+		}
+		// A different sandbox means the one that failed was replaced, and
+		// its containers went with it.
+		c.createFailedIn = ""
+	}
 	delay, since := p.s.backoff.state(key)
 	cfg := p.containerConfig(c, restartCount, delay, since)
 	id, err := p.s.rt.CreateContainer(ctx, p.sandboxID, cfg, p.sandboxCfg)
 	if err != nil {
 		p.startFailed(c, "CreateContainerError", err)
+		c.createFailedIn = p.sandboxID
 		if errors.Is(err, runtime.ErrNotFound) {
 			p.sandboxID = "" // the sandbox vanished under us
 		}
@@ -131,6 +147,70 @@ func (p *pod) startContainer(ctx context.Context, c *container) {
 		"id", shortID(id), "restartCount", restartCount)
 	if stale != "" {
 		p.removeInBackground(ctx, stale)
+	}
+}
+
+// removeLostCreates removes the instances of c in the pod's sandbox that
+// vigil created but never learnt of: those of a CreateContainer that failed
+// after the runtime had acted. Such an instance was never started, so
+// removing it loses nothing; it would otherwise stay until the sandbox goes,
+// and while it exists containerd refuses another with the same name and
+// attempt ("failed to reserve container name"). Only instances still in
+// CONTAINER_CREATED that carry this vigil's labels for c are candidates, and
+// the current and previous instances (c.id, c.prevID) are never touched. The
+// worker starts or discards every instance whose ID it learns before it next
+// sweeps, so no created instance it knows of is among them.
+func (p *pod) removeLostCreates(ctx context.Context, c *container) error {
+	list, err := p.s.rt.ListContainers(ctx, &cri.ContainerFilter{
+		PodSandboxId:  p.sandboxID,
+		State:         &cri.ContainerStateValue{State: cri.ContainerState_CONTAINER_CREATED},
+		LabelSelector: p.instanceLabels(c),
+	})
+	if err != nil {
+		return fmt.Errorf("list containers: %w", err)
+	}
+	for _, in := range list {
+		if !p.lostCreate(c, in) {
+			continue
+		}
+		if err := p.s.rt.RemoveContainer(ctx, in.Id); err != nil && !errors.Is(err, runtime.ErrNotFound) {
+			return fmt.Errorf("remove container %s: %w", shortID(in.Id), err)
+		}
+		p.s.log.Info("removed a container created by a call whose reply was lost",
+			"pod", p.ref(), "container", c.spec.Name, "id", shortID(in.Id))
+	}
+	return nil
+}
+
+// lostCreate reports whether in, listed from the pod's sandbox, is an
+// instance of c that vigil created and does not know. The filter given to
+// the runtime already says most of this; it is checked again here because
+// removing the wrong container is worse than keeping a stray one.
+func (p *pod) lostCreate(c *container, in *cri.Container) bool {
+	if in.Id == "" || in.Id == c.id || in.Id == c.prevID {
+		return false
+	}
+	if in.PodSandboxId != p.sandboxID || in.State != cri.ContainerState_CONTAINER_CREATED ||
+		in.GetMetadata().GetName() != c.spec.Name {
+		return false
+	}
+	for k, v := range p.instanceLabels(c) {
+		if got, ok := in.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// instanceLabels are the labels containerConfig puts on every instance of c
+// that tell it apart: vigil's own, this vigil's instance, and the
+// container's name.
+func (p *pod) instanceLabels(c *container) map[string]string {
+	return map[string]string{
+		LabelManaged:               "true",
+		LabelInstance:              p.s.opts.Instance,
+		runtime.LabelPodUID:        p.uid,
+		runtime.LabelContainerName: c.spec.Name,
 	}
 }
 

@@ -100,6 +100,12 @@ type container struct {
 	failedStart bool
 	waitReason  string
 	waitMessage string
+	// createFailedIn is the sandbox in which a CreateContainer call failed
+	// since the last sweep. A failed call may still have created the
+	// container, its reply lost to a timeout or a restarting runtime; the
+	// next attempt removes such instances before it creates another (see
+	// removeLostCreates).
+	createFailedIn string
 	// awaitingProbe is set on an instance found running at adoption until
 	// the prober has said whether it is ready: its first readiness result,
 	// or with only a startup probe, the startup probe's success. Probes
