@@ -41,21 +41,6 @@ import (
 // parsed and canonicalised), the Date value, the Go User-Agent net/http's
 // path adds when the client sent none (and an empty one it drops), reason
 // phrases (shown on failure, not compared), and those of allowDiffs.
-//
-// Cases that fail show differences judged bugs, left failing on purpose:
-//   - connection-names-xff-trusted: from a trusted peer, the direct path
-//     keeps an X-Forwarded-For that a Connection token names, and sends no
-//     X-Forwarded-Host or -Proto at all when those are named;
-//   - resp-conn-server-date: a Server or Date field named by Connection is
-//     dropped, and neither "Server: vigil" nor a Date takes its place;
-//   - resp-conn-names-cl: a Content-Length named by Connection is dropped,
-//     and the body goes out unframed on a keep-alive connection: the client
-//     reads the next response as part of it;
-//   - resp-204-cl, resp-204-cl5: the direct path relays a 204's
-//     Content-Length (RFC 9110 8.6: must not be sent);
-//   - resp-extra, resp-head-body (net/http's path, upstream.go): a backend
-//     connection with bytes past the response is pooled, and the next
-//     request on it fails with 502.
 
 // seenReq is a request as the recording backend read it off the wire.
 type seenReq struct {
@@ -417,9 +402,9 @@ func newDiffSetup(t *testing.T, opts Options) *diffSetup {
 		p.SetEndpoints(eps)
 		var ln net.Listener
 		if i == 0 {
-			ln = serveDirect(t, p)
+			ln = serveWith(t, p, true)
 		} else {
-			ln = serveNetHTTP(t, p)
+			ln = serveWith(t, p, false)
 		}
 		s.sides[i] = diffSide{name: name, addr: ln.Addr().String(), logs: logs}
 	}
@@ -428,48 +413,6 @@ func newDiffSetup(t *testing.T, opts Options) *diffSetup {
 	t.Cleanup(resetter.close)
 	t.Cleanup(s.be.close)
 	return s
-}
-
-// serveDirect serves p as Serve serves its plain listener.
-func serveDirect(t *testing.T, p *Proxy) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newH1Server(p, p.newServer(), ln.Addr())
-	errc := make(chan error, 1)
-	go func() { errc <- h.serve(ln) }()
-	t.Cleanup(func() {
-		ln.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := h.shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		<-errc
-	})
-	return ln
-}
-
-// serveNetHTTP serves p with net/http alone.
-func serveNetHTTP(t *testing.T, p *Proxy) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := p.newServer()
-	done := make(chan struct{})
-	go func() {
-		_ = srv.Serve(ln)
-		close(done)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		<-done
-	})
-	return ln
 }
 
 // diffCase is one client connection's bytes.

@@ -173,8 +173,15 @@ func serveWith(tb testing.TB, p *Proxy, direct bool) net.Listener {
 	}
 	srv := p.newServer()
 	if !direct {
-		go func() { _ = srv.Serve(ln) }()
-		tb.Cleanup(func() { srv.Close() })
+		done := make(chan struct{})
+		go func() {
+			_ = srv.Serve(ln)
+			close(done)
+		}()
+		tb.Cleanup(func() {
+			srv.Close()
+			<-done
+		})
 		return ln
 	}
 	h := newH1Server(p, srv, ln.Addr())
