@@ -61,8 +61,14 @@
 // -Proto and -Host are set; what a client sent is kept only from
 // TrustedProxies, and from others Forwarded and X-Real-Ip are dropped.
 // Upgrade requests (WebSocket) are tunnelled. A response without Server
-// gets "Server: vigil", one without Date gets Date. A client that hangs up
-// is counted as 499, not as a backend failure. Backends are spoken to over
+// gets "Server: vigil", one without Date gets Date; a request without
+// User-Agent gets none. The head of a response of unknown length (a
+// stream, such as server-sent events) goes out before its body does. A
+// backend that fails mid-body has the client's connection cut, so that a
+// truncated body is not taken for a whole one; on the direct path, while
+// none of the response has left vigil's buffer yet, the client gets a 502
+// instead. A client that hangs up, or half-closes, before its response is
+// counted as 499, not as a backend failure, and gets no response. Backends are spoken to over
 // HTTP/1.1 with keep-alive; clients may use HTTP/1.1, or HTTP/2 over TLS.
 //
 // # Serving

@@ -60,9 +60,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				proto: r.Proto, remote: r.RemoteAddr, ua: r.UserAgent()}, rt, &o, d)
 		}
 	}
-	if o.abort {
-		// Cut the client's connection so a truncated body is not taken
-		// for a whole one.
+	if o.abort || o.hangup {
+		// Cut the client's connection: a truncated body must not be taken
+		// for a whole one, and a client that went (or half-closed) before
+		// any response must not get the empty 200 net/http would write.
 		panic(http.ErrAbortHandler)
 	}
 }
@@ -254,6 +255,13 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pl *pool, e *end
 	copyResponseHeaders(w.Header(), res.Header)
 	w.WriteHeader(res.StatusCode)
 	o.status = res.StatusCode
+	if res.ContentLength < 0 && res.Body != http.NoBody {
+		// A stream (server-sent events) may send its first bytes much
+		// later; the client gets the head now.
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
 	n, werr, rerr := p.copyBody(w, res.Body, res.ContentLength < 0)
 	res.Body.Close()
 	o.bytes = n
@@ -478,6 +486,7 @@ func (p *Proxy) logAccess(a accessEntry, rt *route, o *outcome, d time.Duration)
 		slog.String("service", service),
 		slog.String("endpoint", endpoint),
 		slog.Int("attempts", o.attempts),
+		slog.Bool("aborted", o.abort),
 		slog.String("user_agent", a.ua),
 	)
 }

@@ -184,9 +184,34 @@ func (q *connQueue) handOff(c net.Conn) {
 }
 
 // handedConn is a connection whose first bytes were read already.
+// headLimit, when set, is the deadline the direct loop gave the request
+// head it was reading: net/http's own header timeout for that head starts
+// anew, so a deadline it sets later is cut back to headLimit, until it
+// clears the deadline once the head is in. A client that trickles a head
+// past the direct loop's buffer gets one ReadHeaderTimeout in all, not two.
 type handedConn struct {
 	net.Conn
-	pre []byte
+	pre       []byte
+	headLimit time.Time
+}
+
+func (h *handedConn) SetReadDeadline(t time.Time) error {
+	return h.Conn.SetReadDeadline(h.limit(t))
+}
+
+func (h *handedConn) SetDeadline(t time.Time) error {
+	return h.Conn.SetDeadline(h.limit(t))
+}
+
+func (h *handedConn) limit(t time.Time) time.Time {
+	switch {
+	case h.headLimit.IsZero():
+	case t.IsZero():
+		h.headLimit = time.Time{}
+	case t.After(h.headLimit):
+		t = h.headLimit
+	}
+	return t
 }
 
 func (h *handedConn) Read(p []byte) (int, error) {

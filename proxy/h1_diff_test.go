@@ -287,8 +287,11 @@ func replyFor(r *seenReq) reply {
 	case "bighead":
 		return reply{raw: ok("X-Big: "+strings.Repeat("b", 5000)+"\r\n", "hello")}
 	case "cut":
-		return reply{raw: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\n" +
-			body("0123456789"), close: true}
+		// Past the 4 KiB the direct path buffers, so that both paths have
+		// sent part of the body when the backend goes. (Before that, the
+		// direct path answers 502 instead: TestDirectCutBeforeAnyByte.)
+		return reply{raw: "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 10000\r\n\r\n" +
+			body(strings.Repeat("0123456789", 600)), close: true}
 	case "cut-chunked":
 		return reply{raw: chunked + body("5\r\nhello\r\n"), close: true}
 	case "101":
@@ -698,6 +701,16 @@ func diffLines(a, b []string) (onlyA, onlyB []string) {
 //   - ReadRequest makes up "Cache-Control: no-cache" for a Pragma one.
 func allowDiffs(c *diffCase, d, n *result) {
 	sent := strings.ToLower(strings.Join(c.parts, ""))
+	// A body cut by the backend: how much of it got out depends on each
+	// path's buffering.
+	for i := range 16 {
+		cut := fmt.Sprintf("resp %d body error: unexpected EOF", i)
+		if slices.Contains(d.client, cut) && slices.Contains(n.client, cut) {
+			pre := fmt.Sprintf("resp %d body: ", i)
+			d.client = slices.DeleteFunc(d.client, func(x string) bool { return strings.HasPrefix(x, pre) })
+			n.client = slices.DeleteFunc(n.client, func(x string) bool { return strings.HasPrefix(x, pre) })
+		}
+	}
 	for _, l := range slices.Clone(n.client) {
 		var i int
 		var v string

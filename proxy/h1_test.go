@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -298,5 +299,130 @@ func TestDirectShutdown(t *testing.T) {
 	}
 	if err := <-served; err != http.ErrServerClosed {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+func TestDirectCutBeforeAnyByte(t *testing.T) {
+	b := newRawBackend(t, func(head string) string {
+		if strings.HasPrefix(head, "GET /cut ") {
+			return "HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\nonly ten.."
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	})
+	if os.Getenv("VIGIL_PROXY_SERVER") == "net/http" {
+		t.Skip("net/http has the head written already: it cuts the connection")
+	}
+	f := newFixture(t, Options{}, nil, b.addr())
+	c := dialClient(t, f.addr())
+	// Nothing of the response reached the client when the backend went,
+	// so it gets a whole 502 and keeps its connection.
+	if res, _ := c.get("/cut"); res.StatusCode != http.StatusBadGateway {
+		t.Fatalf("cut body: %d, want 502", res.StatusCode)
+	}
+	if rec := f.logs.next(t); rec["status"].Int64() != 502 {
+		t.Errorf("logged status %d, want 502", rec["status"].Int64())
+	}
+	if res, body := c.get("/next"); res.StatusCode != 200 || body != "ok" {
+		t.Errorf("next request on the connection: %d %q", res.StatusCode, body)
+	}
+}
+
+func TestHalfClosedClientGetsNoInventedResponse(t *testing.T) {
+	b := newBackend(t, okHandler)
+	f := newFixture(t, Options{}, nil, b.addr())
+	c := dialClient(t, f.addr())
+	c.send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+	if err := c.c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The server may answer the request (the backend's "ok") or close,
+	// counting a hang-up; it must not make up an empty 200 of its own.
+	got, _ := io.ReadAll(c.br)
+	if len(got) > 0 && !strings.HasSuffix(string(got), "\r\n\r\nok") {
+		t.Errorf("half-closed POST got %q", got)
+	}
+}
+
+func TestStreamHeadBeforeFirstEvent(t *testing.T) {
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		time.Sleep(time.Second)
+		_, _ = io.WriteString(w, "data: late\n\n")
+	})
+	f := newFixture(t, Options{}, nil, b.addr())
+	c := dialClient(t, f.addr())
+	start := time.Now()
+	c.send("GET /events HTTP/1.1\r\nHost: a\r\n\r\n")
+	res, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	// The head was flushed by the backend at once; the event is a second
+	// late. A head held back for the first body byte would come with it.
+	if d := time.Since(start); d > 700*time.Millisecond {
+		t.Errorf("head of the stream arrived after %v, with its first event", d)
+	}
+	line, err := bufio.NewReader(res.Body).ReadString('\n')
+	if err != nil || line != "data: late\n" {
+		t.Errorf("first event %q, %v", line, err)
+	}
+}
+
+func TestHandOffKeepsTheHeadDeadline(t *testing.T) {
+	b := newBackend(t, okHandler)
+	f := newFixture(t, Options{ReadHeaderTimeout: 2 * time.Second}, nil, b.addr())
+	c := dialClient(t, f.addr())
+	// Part of a head at once, then a trickle that fills the direct loop's
+	// 4 KiB buffer after about a second, handing the connection to net/http
+	// with half the header timeout left. Cut at 2 s, it had one timeout;
+	// at 3 s, net/http started its own.
+	start := time.Now()
+	c.send("GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + strings.Repeat("p", 3550))
+	closed := make(chan time.Duration, 1)
+	go func() {
+		_, _ = io.ReadAll(c.br)
+		closed <- time.Since(start)
+	}()
+	check := func(d time.Duration) {
+		if d < 1800*time.Millisecond || d > 2600*time.Millisecond {
+			t.Errorf("trickled head cut after %v, want about 2s", d)
+		}
+	}
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for range 250 {
+		select {
+		case d := <-closed:
+			check(d)
+			return
+		case <-tick.C:
+			if _, err := io.WriteString(c.c, "pppppppppp"); err != nil {
+				check(<-closed)
+				return
+			}
+		}
+	}
+	t.Fatal("a head trickled for 5 s was not cut")
+}
+
+func TestNoUserAgentAdded(t *testing.T) {
+	uas := make(chan []string, 2)
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		uas <- r.Header.Values("User-Agent")
+		_, _ = io.WriteString(w, "ok")
+	})
+	f := newFixture(t, Options{}, nil, b.addr())
+	c := dialClient(t, f.addr())
+	// A GET (direct) and a POST (net/http's): neither gets Go's default.
+	c.get("/")
+	c.send("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+	c.read("POST")
+	for _, m := range []string{"GET", "POST"} {
+		if ua := <-uas; len(ua) != 0 {
+			t.Errorf("%s without User-Agent reached the backend with %q", m, ua)
+		}
 	}
 }

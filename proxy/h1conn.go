@@ -34,7 +34,10 @@ type h1Conn struct {
 	pl   *pool
 	o    outcome
 	now  int64
-	// headLimit ends the wait for the response head; zero: no limit.
+	// respLimit ends the wait for the response head; zero: no limit.
+	respLimit time.Time
+	// headLimit is the deadline of a request head being read, once one
+	// was set; zero: none.
 	headLimit time.Time
 	// closeAfter ends the connection after the response: the client asked,
 	// or the server is shutting down.
@@ -102,6 +105,7 @@ func (c *h1Conn) next() connNext {
 		}
 	}
 	headTimed := false
+	c.headLimit = time.Time{}
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
 		switch scanRequest(buf, &c.req) {
@@ -119,7 +123,7 @@ func (c *h1Conn) next() connNext {
 			return connHanded
 		}
 		if !headTimed {
-			c.readDeadline(opts.ReadHeaderTimeout)
+			c.headLimit = c.readDeadline(opts.ReadHeaderTimeout)
 			headTimed = true
 		}
 		if _, err := c.br.Peek(c.br.Buffered() + 1); err != nil {
@@ -133,7 +137,7 @@ func (c *h1Conn) next() connNext {
 func (c *h1Conn) handOff() {
 	_ = c.nc.SetDeadline(time.Time{})
 	pre, _ := c.br.Peek(c.br.Buffered())
-	hc := &handedConn{Conn: c.nc, pre: append([]byte(nil), pre...)}
+	hc := &handedConn{Conn: c.nc, pre: append([]byte(nil), pre...), headLimit: c.headLimit}
 	if c.hasPending {
 		hc.pre = append(hc.pre, c.pending)
 	}
@@ -141,12 +145,15 @@ func (c *h1Conn) handOff() {
 	c.s.hand.handOff(hc)
 }
 
-func (c *h1Conn) readDeadline(d time.Duration) {
+// readDeadline sets the read deadline d from now (none if d is 0) and
+// returns it.
+func (c *h1Conn) readDeadline(d time.Duration) time.Time {
+	var t time.Time
 	if d > 0 {
-		_ = c.nc.SetReadDeadline(time.Now().Add(d))
-	} else {
-		_ = c.nc.SetReadDeadline(time.Time{})
+		t = time.Now().Add(d)
 	}
+	_ = c.nc.SetReadDeadline(t)
+	return t
 }
 
 // last reports whether the response being written is the connection's
@@ -347,7 +354,7 @@ func (c *h1Conn) await(uc *upConn, now time.Time) error {
 	if t := c.p.up.headerTimeout; t > 0 {
 		limit = now.Add(t)
 	}
-	c.headLimit = limit
+	c.respLimit = limit
 	first := now.Add(watchDelay)
 	if !limit.IsZero() && limit.Before(first) {
 		first = limit

@@ -47,7 +47,7 @@ func (c *h1Conn) readHead(uc *upConn) (*http.Response, error) {
 // headDeadline puts the header timeout back on uc: await may have left an
 // earlier deadline, for the watch, on it.
 func (c *h1Conn) headDeadline(uc *upConn) {
-	_ = uc.nc.SetReadDeadline(c.headLimit)
+	_ = uc.nc.SetReadDeadline(c.respLimit)
 }
 
 func (c *h1Conn) readParsed(uc *upConn) (*http.Response, error) {
@@ -83,7 +83,13 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	b := c.out[:0]
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(h.Status), 10)
-	b = append(b, h.Reason...)
+	if len(h.Reason) > 0 {
+		b = append(b, h.Reason...)
+	} else {
+		// The space after the code is not optional (RFC 9112 4).
+		b = append(b, ' ')
+		b = append(b, http.StatusText(h.Status)...)
+	}
 	b = append(b, "\r\n"...)
 	server, date := false, false
 	for _, f := range h.Fields {
@@ -151,6 +157,16 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	}
 	if wrote {
 		_ = c.nc.SetWriteDeadline(time.Time{})
+	}
+	if rerr != nil && werr == nil && c.bw.Buffered() == len(b)+int(c.o.bytes) {
+		// The backend failed before any of its response left our buffer:
+		// the client can still get a 502 instead of a cut connection.
+		c.bw.Reset(c.nc)
+		c.p.observe5xx(c.pl, e, c.now)
+		uc.nc.Close()
+		c.o.bytes = 0
+		c.o.status = c.fail(http.StatusBadGateway)
+		return
 	}
 	c.endRelay(e, uc, reusable && uc.br.Buffered() == 0, werr, rerr)
 }
@@ -223,6 +239,11 @@ func (c *h1Conn) relayParsed(e *endpoint, uc *upConn, res *http.Response) {
 	}
 	if werr == nil {
 		_, werr = c.bw.WriteString("\r\n")
+	}
+	if werr == nil && chunked && uc.br.Buffered() == 0 {
+		// A stream (server-sent events) may send its first bytes much
+		// later; the client gets the head now.
+		werr = c.bw.Flush()
 	}
 
 	var rerr error

@@ -64,6 +64,7 @@ var (
 	protoHTTPS  = []string{"https"}
 	serverVigil = []string{"vigil"}
 	teTrailers  = []string{"trailers"}
+	noUserAgent = []string{""}
 )
 
 // prepareRequestHeaders turns the client's header into the backend's, in
@@ -84,6 +85,11 @@ func (p *Proxy) prepareRequestHeaders(r *http.Request) string {
 	}
 	// We answered (or will answer) 100-continue ourselves.
 	delete(h, "Expect")
+	// A client that sent no User-Agent has none forwarded, as on the
+	// direct path; an empty value keeps Go's own from being added.
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = noUserAgent
+	}
 	p.setForwarded(r, h)
 	return up
 }
