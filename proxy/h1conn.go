@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -75,6 +77,15 @@ const (
 
 func (c *h1Conn) serve() {
 	defer c.s.forget(c)
+	defer func() {
+		// A bug must cost one connection, not the process, as with
+		// net/http's own connections.
+		if v := recover(); v != nil {
+			c.nc.Close()
+			c.p.opts.Logger.Error("proxy connection panicked", "remote", c.remote,
+				"err", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
 	for {
 		switch c.next() {
 		case connClose:

@@ -80,7 +80,33 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	h := &c.res
 	c.observe(e, h.Status)
 	c.o.status = h.Status
-	b := c.out[:0]
+	c.out = c.appendClientHead(c.out[:0])
+	reusable := h.Reusable()
+	_, _ = uc.br.Discard(h.Size)
+
+	_, werr := c.bw.Write(c.out)
+	var rerr error
+	if werr == nil {
+		werr, rerr = c.copyBody(uc, h.BodyLen)
+	}
+	if rerr != nil && werr == nil && c.bw.Buffered() == len(c.out)+int(c.o.bytes) {
+		// The backend failed before any of its response left our buffer:
+		// the client can still get a 502 instead of a cut connection.
+		c.bw.Reset(c.nc)
+		c.p.observe5xx(c.pl, e, c.now)
+		uc.nc.Close()
+		c.o.bytes = 0
+		c.o.status = c.fail(http.StatusBadGateway)
+		return
+	}
+	c.endRelay(e, uc, reusable && uc.br.Buffered() == 0, werr, rerr)
+}
+
+// appendClientHead appends the head of c.res as the client gets it: in
+// HTTP/1.1, without hop-by-hop fields, with Server and Date when the
+// backend sent none, and Connection: close on a connection's last response.
+func (c *h1Conn) appendClientHead(b []byte) []byte {
+	h := &c.res
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(h.Status), 10)
 	if len(h.Reason) > 0 {
@@ -91,6 +117,7 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 		b = append(b, http.StatusText(h.Status)...)
 	}
 	b = append(b, "\r\n"...)
+
 	server, date := false, false
 	for _, f := range h.Fields {
 		kind := kindOf(f.Name)
@@ -120,15 +147,14 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	if c.last() {
 		b = append(b, "Connection: close\r\n"...)
 	}
-	b = append(b, "\r\n"...)
-	c.out = b
-	reusable := h.Reusable()
-	_, _ = uc.br.Discard(h.Size)
+	return append(b, "\r\n"...)
+}
 
-	_, werr := c.bw.Write(b)
-	n := h.BodyLen
-	var rerr error
-	cleared, wrote := false, false
+// copyBody copies n body bytes from uc to the client and flushes them,
+// counting them in c.o.bytes. It returns the client's write error and the
+// backend's read error.
+func (c *h1Conn) copyBody(uc *upConn, n int64) (werr, rerr error) {
+	cleared, timed := false, false
 	for n > 0 && werr == nil {
 		if uc.br.Buffered() == 0 {
 			if !cleared {
@@ -145,7 +171,7 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 		if c.o.bytes > 0 && c.p.opts.WriteIdleTimeout > 0 {
 			// Past the first chunk the client may be the slow side.
 			_ = c.nc.SetWriteDeadline(time.Now().Add(c.p.opts.WriteIdleTimeout))
-			wrote = true
+			timed = true
 		}
 		_, werr = c.bw.Write(chunk)
 		_, _ = uc.br.Discard(k)
@@ -155,20 +181,10 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	if werr == nil && rerr == nil {
 		werr = c.bw.Flush()
 	}
-	if wrote {
+	if timed {
 		_ = c.nc.SetWriteDeadline(time.Time{})
 	}
-	if rerr != nil && werr == nil && c.bw.Buffered() == len(b)+int(c.o.bytes) {
-		// The backend failed before any of its response left our buffer:
-		// the client can still get a 502 instead of a cut connection.
-		c.bw.Reset(c.nc)
-		c.p.observe5xx(c.pl, e, c.now)
-		uc.nc.Close()
-		c.o.bytes = 0
-		c.o.status = c.fail(http.StatusBadGateway)
-		return
-	}
-	c.endRelay(e, uc, reusable && uc.br.Buffered() == 0, werr, rerr)
+	return werr, rerr
 }
 
 // endRelay settles a relayed response: the backend connection goes back to
