@@ -148,14 +148,7 @@ func startIntegration(t *testing.T, ns, manifests string) (*Supervisor, *runtime
 		StopMargin: itMargin, RemovePodsOnExit: true,
 	})
 
-	file := filepath.Join(t.TempDir(), "apps.yaml")
-	if err := os.WriteFile(file, []byte(manifests), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	set, err := manifest.LoadFile(file)
-	if err != nil || len(set.Errors) > 0 {
-		t.Fatalf("load manifests: %v %v", err, set.Errors)
-	}
+	set := loadManifests(t, manifests)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -167,6 +160,20 @@ func startIntegration(t *testing.T, ns, manifests string) (*Supervisor, *runtime
 	})
 	s.SetManifests(set)
 	return s, faulty, rt
+}
+
+// loadManifests loads manifests, written to a file, as the watcher would.
+func loadManifests(t *testing.T, manifests string) *manifest.Set {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "apps.yaml")
+	if err := os.WriteFile(file, []byte(manifests), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, err := manifest.LoadFile(file)
+	if err != nil || len(set.Errors) > 0 {
+		t.Fatalf("load manifests: %v %v", err, set.Errors)
+	}
+	return set
 }
 
 // A StopContainer that hangs on the real runtime is cut off at grace plus
@@ -308,15 +315,7 @@ func TestIntegrationLostStartReply(t *testing.T) {
 	s, faulty, rt := startIntegration(t, ns, "")
 	faulty.Lose(runtime.MethodStartContainer, 1, nil)
 	faulty.Fail(runtime.MethodRemoveContainer, 2, nil)
-	file := filepath.Join(t.TempDir(), "app.yaml")
-	if err := os.WriteFile(file, []byte(liveDeployment(ns, "app")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	set, err := manifest.LoadFile(file)
-	if err != nil || len(set.Errors) > 0 {
-		t.Fatalf("load manifests: %v %v", err, set.Errors)
-	}
-	s.SetManifests(set)
+	s.SetManifests(loadManifests(t, liveDeployment(ns, "app")))
 
 	// RemoveContainer returns once the runtime has stopped and removed the
 	// instance, so two instances listed running together ran at once.
@@ -383,15 +382,7 @@ func TestIntegrationLostCreateReply(t *testing.T) {
 	// No manifests yet, so the fault is in place before the first create.
 	s, faulty, rt := startIntegration(t, ns, "")
 	faulty.Lose(runtime.MethodCreateContainer, 2, nil)
-	file := filepath.Join(t.TempDir(), "app.yaml")
-	if err := os.WriteFile(file, []byte(liveDeployment(ns, "app")), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	set, err := manifest.LoadFile(file)
-	if err != nil || len(set.Errors) > 0 {
-		t.Fatalf("load manifests: %v %v", err, set.Errors)
-	}
-	s.SetManifests(set)
+	s.SetManifests(loadManifests(t, liveDeployment(ns, "app")))
 
 	var cs corev1.ContainerStatus
 	waitUntil(t, "the pod ready", 40*time.Second, func() bool {
