@@ -39,9 +39,10 @@ func (p *Proxy) Serve(ctx context.Context, httpAddr, httpsAddr string) error {
 			return fmt.Errorf("listen %s: %w", a.addr, err)
 		}
 		l := listener{srv: p.newServer(), ln: ln, tls: a.tls}
-		if a.tls {
+		switch {
+		case a.tls:
 			l.srv.TLSConfig = p.TLSConfig()
-		} else {
+		case !p.opts.NetHTTPOnly:
 			l.h1 = newH1Server(p, l.srv, ln.Addr())
 		}
 		ls = append(ls, l)
@@ -54,10 +55,13 @@ func (p *Proxy) Serve(ctx context.Context, httpAddr, httpsAddr string) error {
 	for _, l := range ls {
 		go func() {
 			var err error
-			if l.tls {
+			switch {
+			case l.tls:
 				err = l.srv.ServeTLS(l.ln, "", "")
-			} else {
+			case l.h1 != nil:
 				err = l.h1.serve(l.ln)
+			default:
+				err = l.srv.Serve(l.ln)
 			}
 			errc <- err
 		}()

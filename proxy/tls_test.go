@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -150,32 +151,55 @@ func TestTLSBySNIAndHTTP2(t *testing.T) {
 }
 
 func TestServeShutsDownGracefully(t *testing.T) {
-	addr := closedAddr(t)
-	p := New(Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() { errc <- p.Serve(ctx, addr, "") }()
-	// Wait for the listener by retrying the connect, bounded.
-	var res *http.Response
-	var err error
-	for i := 0; i < 200; i++ {
-		if res, err = http.Get("http://" + addr + "/"); err == nil {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
+	// A backend that names no Content-Type tells the servers apart:
+	// net/http sniffs one, the direct loop relays the head as it is.
+	b := newRawBackend(t, func(string) string { return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok" })
+	for _, netHTTPOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("NetHTTPOnly=%v", netHTTPOnly), func(t *testing.T) {
+			addr := closedAddr(t)
+			p := New(Options{ServeClassless: true, NetHTTPOnly: netHTTPOnly})
+			if errs := p.SetConfig(Config{Ingresses: ingsOf(ingressOf("app", 0,
+				ruleOf("app.test", pathOf("Prefix", "/", "app")))),
+				Services: []*corev1.Service{serviceOf("app")}}); len(errs) > 0 {
+				t.Fatal(errs)
+			}
+			p.SetEndpoints([]ServiceEndpoints{epsOf("app", b.addr())})
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() { errc <- p.Serve(ctx, addr, "") }()
+			// Wait for the listener by retrying the connect, bounded.
+			var res *http.Response
+			var err error
+			for i := 0; i < 200; i++ {
+				if res, err = http.Get("http://" + addr + "/"); err == nil {
+					break
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if err != nil {
+				t.Fatalf("Serve never listened: %v", err)
+			}
+			res.Body.Close()
+			if res.StatusCode != http.StatusNotFound {
+				t.Errorf("unknown host: %d, want 404", res.StatusCode)
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+			req.Host = "app.test"
+			if res, err = http.DefaultClient.Do(req); err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			if sniffed := res.Header.Get("Content-Type") != ""; res.StatusCode != 200 || sniffed != netHTTPOnly {
+				t.Errorf("status %d, Content-Type %q: served by the wrong server", res.StatusCode,
+					res.Header.Get("Content-Type"))
+			}
+			cancel()
+			if err := <-errc; err != nil {
+				t.Errorf("Serve after cancel: %v", err)
+			}
+		})
 	}
-	if err != nil {
-		t.Fatalf("Serve never listened: %v", err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusNotFound {
-		t.Errorf("empty table: %d, want 404", res.StatusCode)
-	}
-	cancel()
-	if err := <-errc; err != nil {
-		t.Errorf("Serve after cancel: %v", err)
-	}
-	if err := p.Serve(context.Background(), "256.0.0.1:1", ""); err == nil {
+	if err := New(Options{}).Serve(context.Background(), "256.0.0.1:1", ""); err == nil {
 		t.Errorf("Serve on a bad address returned nil")
 	}
 }

@@ -53,6 +53,7 @@ var options = []option{
 	{"proxy.serveClassless", true, "also serve Ingresses without an ingressClassName"},
 	{"proxy.trustedProxies", []string{}, "CIDRs whose X-Forwarded-* headers are kept"},
 	{"proxy.accessLog", false, "log every proxied request"},
+	{"proxy.directHTTP1", true, "serve plain-HTTP GET and HEAD on the proxy's own HTTP/1.1 loop (false: net/http serves every request)"},
 	{"admin.listen", "127.0.0.1:10249", "address of the admin API (/healthz, /metrics, /pods, /events; host:port, required)"},
 	{"log.format", "text", "log format: text or json"},
 	{"log.level", "info", "log level: debug, info, warn or error"},
@@ -89,6 +90,7 @@ type Config struct {
 		ServeClassless    bool
 		TrustedProxies    []netip.Prefix
 		AccessLog         bool
+		DirectHTTP1       bool
 	}
 	Admin    struct{ Listen string }
 	Log      struct{ Format, Level string }
@@ -211,6 +213,7 @@ func decode(v *viper.Viper) (*Config, error) {
 	c.Proxy.IngressClass = v.GetString("proxy.ingressClass")
 	c.Proxy.ServeClassless = v.GetBool("proxy.serveClassless")
 	c.Proxy.AccessLog = v.GetBool("proxy.accessLog")
+	c.Proxy.DirectHTTP1 = v.GetBool("proxy.directHTTP1")
 	c.Admin.Listen = v.GetString("admin.listen")
 	c.Log.Format = v.GetString("log.format")
 	c.Log.Level = v.GetString("log.level")

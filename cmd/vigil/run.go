@@ -67,6 +67,7 @@ func run(ctx context.Context, cfg *Config) error {
 		ServeClassless: cfg.Proxy.ServeClassless,
 		TrustedProxies: cfg.Proxy.TrustedProxies,
 		AccessLog:      cfg.Proxy.AccessLog,
+		NetHTTPOnly:    !cfg.Proxy.DirectHTTP1,
 		Logger:         log,
 		Registerer:     reg,
 	})
