@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+func skipUnlessDirect(t *testing.T) {
+	t.Helper()
+	if os.Getenv("VIGIL_PROXY_SERVER") == "net/http" {
+		t.Skip("direct path only")
+	}
+}
+
+// A direct response whose body was buffered whole is pooled with the read
+// deadline await left on the backend connection (now+50ms). With
+// ResponseHeaderTimeout disabled the net/http path sets no read deadline of
+// its own, so the next bodiless request it sends on that connection (here an
+// HTTP/1.0 GET, handed to net/http) times out at once: 504 from a healthy
+// backend.
+func TestReviewPooledConnKeepsDirectDeadline(t *testing.T) {
+	skipUnlessDirect(t)
+	b := newRawBackend(t, func(string) string {
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	})
+	f := newFixture(t, Options{ResponseHeaderTimeout: -1}, nil, b.addr())
+	c := dialClient(t, f.addr())
+	if res, body := c.get("/direct"); res.StatusCode != 200 || body != "ok" {
+		t.Fatalf("direct GET: %d %q", res.StatusCode, body)
+	}
+	time.Sleep(150 * time.Millisecond) // past await's watchDelay deadline
+	c2 := dialClient(t, f.addr())
+	c2.send("GET /via-net-http HTTP/1.0\r\nHost: app.test\r\n\r\n")
+	res, body := c2.read("GET")
+	if res.StatusCode != 200 || body != "ok" {
+		t.Errorf("GET served by net/http on the pooled connection: %d %q, want 200 \"ok\"",
+			res.StatusCode, body)
+	}
+}
+
+// relayParsed pools the backend connection without checking that nothing
+// is buffered past the response, as relayDirect and upBody do. Bytes after
+// a chunked body (or a body a backend wrongly sent to HEAD) are then read
+// as the response to the next request on that connection.
+func TestReviewParsedRelayPoolsConnWithBufferedBytes(t *testing.T) {
+	skipUnlessDirect(t)
+	t.Run("trailing response", func(t *testing.T) {
+		b := newRawBackend(t, func(head string) string {
+			if strings.HasPrefix(head, "GET /a ") {
+				return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n" +
+					"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"
+			}
+			return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"
+		})
+		f := newFixture(t, Options{}, nil, b.addr())
+		c := dialClient(t, f.addr())
+		if res, body := c.get("/a"); res.StatusCode != 200 || body != "ok" {
+			t.Fatalf("GET /a: %d %q", res.StatusCode, body)
+		}
+		if res, body := c.get("/b"); res.StatusCode != 200 || body != "fresh" {
+			t.Errorf("GET /b: %d %q, want 200 \"fresh\" (got another request's response)",
+				res.StatusCode, body)
+		}
+	})
+	t.Run("HEAD answered with a chunked body", func(t *testing.T) {
+		b := newRawBackend(t, func(head string) string {
+			if strings.HasPrefix(head, "HEAD ") {
+				return "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+			}
+			return "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"
+		})
+		f := newFixture(t, Options{}, nil, b.addr())
+		c := dialClient(t, f.addr())
+		c.send("HEAD /h HTTP/1.1\r\nHost: app.test\r\n\r\n")
+		if res, _ := c.read("HEAD"); res.StatusCode != 200 {
+			t.Fatalf("HEAD: %d", res.StatusCode)
+		}
+		if res, body := c.get("/b"); res.StatusCode != 200 || body != "fresh" {
+			t.Errorf("GET after HEAD: %d %q, want 200 \"fresh\"", res.StatusCode, body)
+		}
+	})
+}
+
+// doc.go: "on the direct path, while none of the response has left vigil's
+// buffer yet, the client gets a 502 instead" of a cut connection. That
+// holds in relayDirect only: a Content-Length response that relayParsed
+// relays (here, because it repeats Content-Length) and whose body is cut
+// short gets no response at all, and is logged as a 200.
+func TestReviewParsedRelayCutBeforeAnyByte(t *testing.T) {
+	skipUnlessDirect(t)
+	b := newRawBackend(t, func(head string) string {
+		if strings.HasPrefix(head, "GET /cut ") {
+			return "HTTP/1.0 200 OK\r\nContent-Length: 100\r\nContent-Length: 100\r\n\r\nonly ten.."
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	})
+	f := newFixture(t, Options{}, nil, b.addr())
+	c := dialClient(t, f.addr())
+	c.send("GET /cut HTTP/1.1\r\nHost: app.test\r\n\r\n")
+	res, err := http.ReadResponse(c.br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Errorf("cut body, nothing sent yet: no response at all (%v), want a 502", err)
+	} else {
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadGateway {
+			t.Errorf("cut body: %d, want 502", res.StatusCode)
+		}
+	}
+	if rec := f.logs.next(t); rec["status"].Int64() != 502 {
+		t.Errorf("logged status %d, want 502", rec["status"].Int64())
+	}
+}
+
+// shutdown calls srv.Shutdown first, which waits for the handed-off
+// connections; only then does it sweep the direct loop's idle connections.
+// While a handed-off request runs, idle direct connections stay open (and
+// keep taking requests), contrary to "Idle connections are closed now".
+func TestReviewShutdownClosesIdleWhileHandedOffBusy(t *testing.T) {
+	skipUnlessDirect(t)
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	b := newBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			_, _ = io.ReadAll(r.Body)
+			arrived <- struct{}{}
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		}
+		_, _ = io.WriteString(w, "done")
+	})
+	p := New(Options{ServeClassless: true})
+	if errs := p.SetConfig(Config{Ingresses: ingsOf(ingressOf("app", 0,
+		ruleOf("", pathOf("Prefix", "/", "app")))), Services: []*corev1.Service{serviceOf("app")}}); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	p.SetEndpoints([]ServiceEndpoints{epsOf("app", b.addr())})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newH1Server(p, p.newServer(), ln.Addr())
+	served := make(chan error, 1)
+	go func() { served <- s.serve(ln) }()
+
+	idle := dialClient(t, ln.Addr().String())
+	if res, _ := idle.get("/"); res.StatusCode != 200 {
+		t.Fatalf("GET: %d", res.StatusCode)
+	}
+	busy := dialClient(t, ln.Addr().String())
+	busy.send("POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+	<-arrived
+
+	shut := make(chan error, 1)
+	go func() {
+		ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- s.shutdown(ctx)
+	}()
+	_ = idle.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	n, err := idle.br.Read(make([]byte, 1))
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Errorf("idle direct connection still open 2s into shutdown, while a handed-off request runs")
+	} else if err != io.EOF {
+		t.Errorf("idle connection: read %d, %v; want EOF", n, err)
+	}
+	close(release)
+	if res, body := busy.read("POST"); res.StatusCode != 200 || body != "done" {
+		t.Errorf("in-flight POST: %d %q", res.StatusCode, body)
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("shutdown: %v", err)
+	}
+	if err := <-served; err != http.ErrServerClosed {
+		t.Errorf("serve: %v", err)
+	}
+}
