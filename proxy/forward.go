@@ -132,8 +132,7 @@ func (p *Proxy) balance(pl *pool, now int64, a attempter, o *outcome) int {
 		}
 		o.endpoint = e
 		o.attempts++
-		err := a.try(e, attempt)
-		e.release()
+		err := tryOn(a, e, attempt)
 		if err == nil {
 			return 0
 		}
@@ -156,6 +155,14 @@ func (p *Proxy) balance(pl *pool, now int64, a attempter, o *outcome) int {
 	default:
 		return http.StatusBadGateway
 	}
+}
+
+// tryOn runs one attempt on e, which acquire counted in flight: released
+// however the attempt ends, a panic included, or Drain would wait for it
+// forever.
+func tryOn(a attempter, e *endpoint, attempt int) error {
+	defer e.release()
+	return a.try(e, attempt)
 }
 
 // httpAttempt is a request read by net/http's server.

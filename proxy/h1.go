@@ -117,16 +117,22 @@ func (s *h1Server) closeIdle() {
 }
 
 // shutdown stops serving: ln must be closed already. Idle connections are
-// closed now, busy ones after their response; when ctx ends first, all of
+// closed now, busy ones after their response, and net/http's (those handed
+// over) as http.Server.Shutdown closes them; when ctx ends first, all of
 // them are.
 func (s *h1Server) shutdown(ctx context.Context) error {
+	// Under mu: newConn checks closing and adds to wg under it, so no
+	// connection is added once wg is waited on.
+	s.mu.Lock()
 	s.closing.Store(true)
+	s.mu.Unlock()
+	herr := make(chan error, 1)
+	go func() { herr <- s.srv.Shutdown(ctx) }()
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
 		close(done)
 	}()
-	herr := s.srv.Shutdown(ctx)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -135,7 +141,7 @@ func (s *h1Server) shutdown(ctx context.Context) error {
 		s.closeIdle()
 		select {
 		case <-done:
-			return herr
+			return <-herr
 		case <-ctx.Done():
 			s.mu.Lock()
 			for c := range s.conns {

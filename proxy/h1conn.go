@@ -475,11 +475,13 @@ func (c *h1Conn) fail(code int) int {
 		b = append(b, text...)
 	}
 	c.out = b
-	if _, err := c.bw.Write(b); err == nil {
+	_, err := c.bw.Write(b)
+	if err == nil {
 		err = c.bw.Flush()
-		if err != nil {
-			c.o.hangup = true
-		}
+	}
+	if err != nil {
+		c.o.hangup = true
+		return StatusClientClosedRequest
 	}
 	return code
 }

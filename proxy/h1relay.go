@@ -90,13 +90,7 @@ func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 		werr, rerr = c.copyBody(uc, h.BodyLen)
 	}
 	if rerr != nil && werr == nil && c.bw.Buffered() == len(c.out)+int(c.o.bytes) {
-		// The backend failed before any of its response left our buffer:
-		// the client can still get a 502 instead of a cut connection.
-		c.bw.Reset(c.nc)
-		c.p.observe5xx(c.pl, e, c.now)
-		uc.nc.Close()
-		c.o.bytes = 0
-		c.o.status = c.fail(http.StatusBadGateway)
+		c.failUnsent(e, uc)
 		return
 	}
 	c.endRelay(e, uc, reusable && uc.br.Buffered() == 0, werr, rerr)
@@ -187,6 +181,17 @@ func (c *h1Conn) copyBody(uc *upConn, n int64) (werr, rerr error) {
 	return werr, rerr
 }
 
+// failUnsent answers 502 for a backend that failed mid-body before any of
+// its response left the client's write buffer: the client gets a whole
+// answer, and keeps its connection, instead of a cut one.
+func (c *h1Conn) failUnsent(e *endpoint, uc *upConn) {
+	c.bw.Reset(c.nc)
+	c.p.observe5xx(c.pl, e, c.now)
+	uc.nc.Close()
+	c.o.bytes = 0
+	c.o.status = c.fail(http.StatusBadGateway)
+}
+
 // endRelay settles a relayed response: the backend connection goes back to
 // the pool if it may, a failed write is the client's hang-up, a failed read
 // the backend's fault.
@@ -256,10 +261,11 @@ func (c *h1Conn) relayParsed(e *endpoint, uc *upConn, res *http.Response) {
 	if werr == nil {
 		_, werr = c.bw.WriteString("\r\n")
 	}
+	headLen, headSent := c.bw.Buffered(), false
 	if werr == nil && chunked && uc.br.Buffered() == 0 {
 		// A stream (server-sent events) may send its first bytes much
 		// later; the client gets the head now.
-		werr = c.bw.Flush()
+		werr, headSent = c.bw.Flush(), true
 	}
 
 	var rerr error
@@ -284,7 +290,14 @@ func (c *h1Conn) relayParsed(e *endpoint, uc *upConn, res *http.Response) {
 		werr = c.bw.Flush()
 	}
 	res.Body.Close()
-	c.endRelay(e, uc, reusable, werr, rerr)
+	untouched := !headSent && (chunked && c.o.bytes == 0 ||
+		!chunked && c.bw.Buffered() == headLen+int(c.o.bytes))
+	if rerr != nil && werr == nil && untouched {
+		c.failUnsent(e, uc)
+		return
+	}
+	// Bytes past the response would be read as the next one's.
+	c.endRelay(e, uc, reusable && uc.br.Buffered() == 0, werr, rerr)
 }
 
 // writeTrailer ends a chunked body with the backend's trailer fields.

@@ -159,9 +159,13 @@ func (u *upstream) exchange(uc *upConn, req *http.Request, addr string,
 	if err := uc.bw.Flush(); err != nil {
 		return fail(&staleError{err})
 	}
+	// Always set: a pooled connection may carry a deadline the direct path
+	// left on it.
+	var limit time.Time
 	if u.headerTimeout > 0 {
-		readDeadline(now.Add(u.headerTimeout))
+		limit = now.Add(u.headerTimeout)
 	}
+	readDeadline(limit)
 	if _, err := uc.br.Peek(1); err != nil {
 		if isTimeout(err) {
 			return fail(err)

@@ -21,13 +21,12 @@ func skipUnlessDirect(t *testing.T) {
 	}
 }
 
-// A direct response whose body was buffered whole is pooled with the read
-// deadline await left on the backend connection (now+50ms). With
-// ResponseHeaderTimeout disabled the net/http path sets no read deadline of
-// its own, so the next bodiless request it sends on that connection (here an
-// HTTP/1.0 GET, handed to net/http) times out at once: 504 from a healthy
-// backend.
-func TestReviewPooledConnKeepsDirectDeadline(t *testing.T) {
+// A backend connection the direct path pooled may still carry the read
+// deadline its wait for the response set (now+50ms). The net/http path,
+// taking it from the pool with ResponseHeaderTimeout disabled, must clear
+// it: the next bodiless request it sends there (here an HTTP/1.0 GET, handed
+// to net/http) gets the healthy backend's 200, not a 504.
+func TestPooledConnectionCarriesNoDeadline(t *testing.T) {
 	skipUnlessDirect(t)
 	b := newRawBackend(t, func(string) string {
 		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -47,11 +46,11 @@ func TestReviewPooledConnKeepsDirectDeadline(t *testing.T) {
 	}
 }
 
-// relayParsed pools the backend connection without checking that nothing
-// is buffered past the response, as relayDirect and upBody do. Bytes after
-// a chunked body (or a body a backend wrongly sent to HEAD) are then read
-// as the response to the next request on that connection.
-func TestReviewParsedRelayPoolsConnWithBufferedBytes(t *testing.T) {
+// A backend connection with bytes buffered past a response that net/http's
+// parser read (after a chunked body, or a body a backend wrongly sent to
+// HEAD) is not pooled: those bytes would be read as the next request's
+// response.
+func TestParsedRelayPoolsNoConnectionWithBytesLeft(t *testing.T) {
 	skipUnlessDirect(t)
 	t.Run("trailing response", func(t *testing.T) {
 		b := newRawBackend(t, func(head string) string {
@@ -90,12 +89,11 @@ func TestReviewParsedRelayPoolsConnWithBufferedBytes(t *testing.T) {
 	})
 }
 
-// doc.go: "on the direct path, while none of the response has left vigil's
-// buffer yet, the client gets a 502 instead" of a cut connection. That
-// holds in relayDirect only: a Content-Length response that relayParsed
-// relays (here, because it repeats Content-Length) and whose body is cut
-// short gets no response at all, and is logged as a 200.
-func TestReviewParsedRelayCutBeforeAnyByte(t *testing.T) {
+// A response net/http's parser read (here, because it repeats
+// Content-Length) whose body is cut before any of it left vigil's buffer
+// gets the client a 502, logged as such, as on the scanned path; not a cut
+// connection and a logged 200.
+func TestParsedRelayCutBeforeAnyByte(t *testing.T) {
 	skipUnlessDirect(t)
 	b := newRawBackend(t, func(head string) string {
 		if strings.HasPrefix(head, "GET /cut ") {
@@ -120,11 +118,10 @@ func TestReviewParsedRelayCutBeforeAnyByte(t *testing.T) {
 	}
 }
 
-// shutdown calls srv.Shutdown first, which waits for the handed-off
-// connections; only then does it sweep the direct loop's idle connections.
-// While a handed-off request runs, idle direct connections stay open (and
-// keep taking requests), contrary to "Idle connections are closed now".
-func TestReviewShutdownClosesIdleWhileHandedOffBusy(t *testing.T) {
+// Shutdown closes the direct loop's idle connections at once, even while a
+// request on a connection handed to net/http still runs (net/http's
+// Shutdown waits for that one).
+func TestShutdownClosesIdleWhileHandedOffBusy(t *testing.T) {
 	skipUnlessDirect(t)
 	release := make(chan struct{})
 	arrived := make(chan struct{}, 1)
