@@ -137,3 +137,46 @@ func TestSyntax(t *testing.T) {
 		}
 	}
 }
+
+// FuzzScanResponse checks that ScanResponse never panics and that a head it
+// takes as Done, net/http reads with the same status, length, body length
+// and reuse.
+func FuzzScanResponse(f *testing.F) {
+	for _, s := range []string{
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+		"HTTP/1.0 204\r\nConnection: keep-alive, X-A\r\nX-A: 1\r\n\r\n",
+		"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+		"HTTP/1.1 500 Oops\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	} {
+		f.Add([]byte(s), false)
+		f.Add([]byte(s), true)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, head bool) {
+		method := "GET"
+		if head {
+			method = "HEAD"
+		}
+		h, r := ScanResponse(data, method, nil)
+		if r != Done {
+			return
+		}
+		if h.Size <= 0 || h.Size > len(data) {
+			t.Fatalf("size %d of %d bytes", h.Size, len(data))
+		}
+		res, err := http.ReadResponse(bufio.NewReader(strings.NewReader(string(data[:h.Size]))),
+			&http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("Done but net/http refuses %q: %v", data[:h.Size], err)
+		}
+		if res.StatusCode != h.Status {
+			t.Fatalf("status %d, net/http %d", h.Status, res.StatusCode)
+		}
+		if h.BodyLen > 0 && res.ContentLength != h.BodyLen {
+			t.Fatalf("body %d, net/http %d for %q", h.BodyLen, res.ContentLength, data[:h.Size])
+		}
+		if h.Reusable() == res.Close {
+			t.Fatalf("reusable %v, net/http close %v for %q", h.Reusable(), res.Close, data[:h.Size])
+		}
+	})
+}
