@@ -290,6 +290,15 @@ func (p *Proxy) observeSuccess(e *endpoint, now int64) {
 	}
 }
 
+// observeStatus records a response's status: a 5xx counts against e.
+func (p *Proxy) observeStatus(pl *pool, e *endpoint, status int, now int64) {
+	if status >= 500 {
+		p.observe5xx(pl, e, now)
+	} else {
+		p.observeSuccess(e, now)
+	}
+}
+
 func (p *Proxy) observe5xx(pl *pool, e *endpoint, now int64) {
 	e.failsConnect.Store(0)
 	if int(e.fails5xx.Add(1)) >= p.opts.Consecutive5xx {

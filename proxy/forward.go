@@ -253,11 +253,7 @@ func (p *Proxy) respond(w http.ResponseWriter, r *http.Request, pl *pool, e *end
 		p.tunnel(w, res, up, o)
 		return
 	}
-	if res.StatusCode >= 500 {
-		p.observe5xx(pl, e, now)
-	} else {
-		p.observeSuccess(e, now)
-	}
+	p.observeStatus(pl, e, res.StatusCode, now)
 
 	copyResponseHeaders(w.Header(), res.Header)
 	w.WriteHeader(res.StatusCode)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -10,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
 )
 
 func skipUnlessDirect(t *testing.T) {
@@ -136,35 +133,16 @@ func TestShutdownClosesIdleWhileHandedOffBusy(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "done")
 	})
-	p := New(Options{ServeClassless: true})
-	if errs := p.SetConfig(Config{Ingresses: ingsOf(ingressOf("app", 0,
-		ruleOf("", pathOf("Prefix", "/", "app")))), Services: []*corev1.Service{serviceOf("app")}}); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	p.SetEndpoints([]ServiceEndpoints{epsOf("app", b.addr())})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newH1Server(p, p.newServer(), ln.Addr())
-	served := make(chan error, 1)
-	go func() { served <- s.serve(ln) }()
-
-	idle := dialClient(t, ln.Addr().String())
+	ds := newDirectServer(t, b.addr())
+	idle := dialClient(t, ds.addr())
 	if res, _ := idle.get("/"); res.StatusCode != 200 {
 		t.Fatalf("GET: %d", res.StatusCode)
 	}
-	busy := dialClient(t, ln.Addr().String())
+	busy := dialClient(t, ds.addr())
 	busy.send("POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
 	<-arrived
 
-	shut := make(chan error, 1)
-	go func() {
-		ln.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shut <- s.shutdown(ctx)
-	}()
+	shut := ds.shutdown()
 	_ = idle.c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	n, err := idle.br.Read(make([]byte, 1))
 	var ne net.Error
@@ -177,10 +155,5 @@ func TestShutdownClosesIdleWhileHandedOffBusy(t *testing.T) {
 	if res, body := busy.read("POST"); res.StatusCode != 200 || body != "done" {
 		t.Errorf("in-flight POST: %d %q", res.StatusCode, body)
 	}
-	if err := <-shut; err != nil {
-		t.Errorf("shutdown: %v", err)
-	}
-	if err := <-served; err != http.ErrServerClosed {
-		t.Errorf("serve: %v", err)
-	}
+	ds.wait(shut)
 }

@@ -255,35 +255,16 @@ func TestDirectShutdown(t *testing.T) {
 		}
 		_, _ = io.WriteString(w, "done")
 	})
-	p := New(Options{ServeClassless: true})
-	if errs := p.SetConfig(Config{Ingresses: ingsOf(ingressOf("app", 0,
-		ruleOf("", pathOf("Prefix", "/", "app")))), Services: []*corev1.Service{serviceOf("app")}}); len(errs) > 0 {
-		t.Fatal(errs)
-	}
-	p.SetEndpoints([]ServiceEndpoints{epsOf("app", b.addr())})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newH1Server(p, p.newServer(), ln.Addr())
-	served := make(chan error, 1)
-	go func() { served <- s.serve(ln) }()
-
-	idle := dialClient(t, ln.Addr().String())
+	ds := newDirectServer(t, b.addr())
+	idle := dialClient(t, ds.addr())
 	if res, _ := idle.get("/"); res.StatusCode != 200 {
 		t.Fatalf("GET: %d", res.StatusCode)
 	}
-	busy := dialClient(t, ln.Addr().String())
+	busy := dialClient(t, ds.addr())
 	busy.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
 	<-arrived
 
-	shut := make(chan error, 1)
-	go func() {
-		ln.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shut <- s.shutdown(ctx)
-	}()
+	shut := ds.shutdown()
 	// The idle connection is closed at once...
 	if n, err := idle.br.Read(make([]byte, 1)); err != io.EOF {
 		t.Errorf("idle connection: read %d, %v; want EOF", n, err)
@@ -294,11 +275,59 @@ func TestDirectShutdown(t *testing.T) {
 	if res.StatusCode != 200 || body != "done" || !res.Close {
 		t.Errorf("in-flight request: %d %q close=%v; want 200 \"done\", closed", res.StatusCode, body, res.Close)
 	}
-	if err := <-shut; err != nil {
-		t.Errorf("shutdown: %v", err)
+	ds.wait(shut)
+}
+
+// directServer is the app route served on the direct loop alone, for the
+// tests that shut it down themselves.
+type directServer struct {
+	t      *testing.T
+	s      *h1Server
+	ln     net.Listener
+	served chan error
+}
+
+func newDirectServer(t *testing.T, backend string) *directServer {
+	t.Helper()
+	p := New(Options{ServeClassless: true})
+	if errs := p.SetConfig(Config{Ingresses: ingsOf(ingressOf("app", 0,
+		ruleOf("", pathOf("Prefix", "/", "app")))), Services: []*corev1.Service{serviceOf("app")}}); len(errs) > 0 {
+		t.Fatal(errs)
 	}
-	if err := <-served; err != http.ErrServerClosed {
-		t.Errorf("serve: %v", err)
+	p.SetEndpoints([]ServiceEndpoints{epsOf("app", backend)})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := &directServer{t: t, s: newH1Server(p, p.newServer(), ln.Addr()), ln: ln,
+		served: make(chan error, 1)}
+	go func() { ds.served <- ds.s.serve(ln) }()
+	return ds
+}
+
+func (ds *directServer) addr() string { return ds.ln.Addr().String() }
+
+// shutdown closes the listener and shuts down, within 10 s, in the
+// background; the channel gets shutdown's result.
+func (ds *directServer) shutdown() <-chan error {
+	shut := make(chan error, 1)
+	go func() {
+		ds.ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- ds.s.shutdown(ctx)
+	}()
+	return shut
+}
+
+// wait checks that shutdown succeeded and that serve returned for it.
+func (ds *directServer) wait(shut <-chan error) {
+	ds.t.Helper()
+	if err := <-shut; err != nil {
+		ds.t.Errorf("shutdown: %v", err)
+	}
+	if err := <-ds.served; err != http.ErrServerClosed {
+		ds.t.Errorf("serve: %v", err)
 	}
 }
 

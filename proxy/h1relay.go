@@ -66,19 +66,10 @@ func (c *h1Conn) readParsed(uc *upConn) (*http.Response, error) {
 	}
 }
 
-// observe records a response's status against e's passive health.
-func (c *h1Conn) observe(e *endpoint, status int) {
-	if status >= 500 {
-		c.p.observe5xx(c.pl, e, c.now)
-	} else {
-		c.p.observeSuccess(e, c.now)
-	}
-}
-
 // relayDirect relays the response scanned into c.res.
 func (c *h1Conn) relayDirect(e *endpoint, uc *upConn) {
 	h := &c.res
-	c.observe(e, h.Status)
+	c.p.observeStatus(c.pl, e, h.Status, c.now)
 	c.o.status = h.Status
 	c.out = c.appendClientHead(c.out[:0])
 	reusable := h.Reusable()
@@ -217,11 +208,11 @@ func (c *h1Conn) relayParsed(e *endpoint, uc *upConn, res *http.Response) {
 		// Nothing asked for a switch.
 		res.Body.Close()
 		uc.nc.Close()
-		c.observe(e, http.StatusBadGateway)
+		c.p.observe5xx(c.pl, e, c.now)
 		c.o.status = c.fail(http.StatusBadGateway)
 		return
 	}
-	c.observe(e, res.StatusCode)
+	c.p.observeStatus(c.pl, e, res.StatusCode, c.now)
 	c.o.status = res.StatusCode
 	reusable := !res.Close && (res.ContentLength >= 0 || len(res.TransferEncoding) > 0 ||
 		res.Body == http.NoBody)

@@ -94,18 +94,8 @@ func startAdopted(t *testing.T, rt *fakeRuntime, wl *manifest.Workload) {
 func TestAdoptedPodsRollAfterRestart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := newFakeRuntime()
-		startAdopted(t, rt, withReadiness(deployment("app", 2, corev1.RestartPolicyAlways, "h1")))
-
-		changed := withReadiness(deployment("app", 2, corev1.RestartPolicyAlways, "h2"))
-		changed.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "VERSION", Value: "2"}}
-		pm := &fakeProber{}
-		opts := testOptions(t, rt)
-		opts.Exits, opts.Prober = rt, pm
-		s := New(opts)
-		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{changed}})
-		defer runSupervisor(s)()
-		time.Sleep(100 * time.Millisecond)
-		synctest.Wait()
+		s, pm, stop := restartChanged(t, rt)
+		defer stop()
 
 		// Adopted, not probed yet: nothing is removed, one new pod surges.
 		st := rolloutNow(s)
@@ -154,18 +144,8 @@ func TestAdoptedPodsRollAfterRestart(t *testing.T) {
 func TestAdoptedUnreadyPodRemovedFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		rt := newFakeRuntime()
-		startAdopted(t, rt, withReadiness(deployment("app", 2, corev1.RestartPolicyAlways, "h1")))
-
-		changed := withReadiness(deployment("app", 2, corev1.RestartPolicyAlways, "h2"))
-		changed.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "VERSION", Value: "2"}}
-		pm := &fakeProber{}
-		opts := testOptions(t, rt)
-		opts.Exits, opts.Prober = rt, pm
-		s := New(opts)
-		s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{changed}})
-		defer runSupervisor(s)()
-		time.Sleep(100 * time.Millisecond)
-		synctest.Wait()
+		s, pm, stop := restartChanged(t, rt)
+		defer stop()
 
 		old := map[string]bool{}
 		for _, p := range s.PodList().Items {
@@ -241,4 +221,24 @@ func TestAdoptedPodKeepsServingUntilProbed(t *testing.T) {
 			t.Errorf("%d endpoints after one pod's first readiness run failed, want 1", n)
 		}
 	})
+}
+
+// restartChanged leaves two adopted pods of Deployment "app" on rt, as a
+// supervisor that stopped left them, and starts a new supervisor whose
+// manifest changed the template meanwhile. It returns once the new one has
+// settled; the caller defers stop.
+func restartChanged(t *testing.T, rt *fakeRuntime) (*Supervisor, *fakeProber, func()) {
+	t.Helper()
+	startAdopted(t, rt, withReadiness(deployment("app", 2, corev1.RestartPolicyAlways, "h1")))
+	changed := withReadiness(deployment("app", 2, corev1.RestartPolicyAlways, "h2"))
+	changed.Template.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "VERSION", Value: "2"}}
+	pm := &fakeProber{}
+	opts := testOptions(t, rt)
+	opts.Exits, opts.Prober = rt, pm
+	s := New(opts)
+	s.SetManifests(&manifest.Set{Workloads: []*manifest.Workload{changed}})
+	stop := runSupervisor(s)
+	time.Sleep(100 * time.Millisecond)
+	synctest.Wait()
+	return s, pm, stop
 }

@@ -143,12 +143,7 @@ func TestLivenessFailureRestarts(t *testing.T) {
 
 	failedAt := time.Now()
 	control(t, hostPort(t, pod, "app", 8080), "/control/fail")
-	var restarted corev1.Pod
-	v.waitFor("restartCount 1", 30*time.Second, func() bool {
-		p, ok := findPod(v.pods(), pod.Name)
-		restarted = p
-		return ok && containerStatus(p, "app").RestartCount == 1
-	})
+	restarted := v.waitRestarted(pod.Name, 30*time.Second)
 	cs := containerStatus(restarted, "app")
 	term := cs.LastTerminationState.Terminated
 	if term == nil {

@@ -47,10 +47,7 @@ func TestIngressLoadDuringLivenessRestart(t *testing.T) {
 
 	failAt := time.Now()
 	control(t, sickAddr, "/control/fail")
-	v.waitFor("restartCount 1", 30*time.Second, func() bool {
-		p, ok := findPod(v.pods(), sick.Name)
-		return ok && containerStatus(p, "app").RestartCount == 1
-	})
+	v.waitRestarted(sick.Name, 30*time.Second)
 	v.readyPods("app-", 3, 30*time.Second)
 	// Not fatal: the checks below say more about why it did not come.
 	back := poll(15*time.Second, func() bool {

@@ -95,6 +95,19 @@ func containsAll(s string, subs []string) bool {
 
 // pod returns the current state of the named pod; ok is false when vigil
 // does not list it.
+// waitRestarted waits until the container "app" of pod name has restarted
+// once, and returns the pod as it was then.
+func (v *vigil) waitRestarted(name string, within time.Duration) corev1.Pod {
+	v.t.Helper()
+	var restarted corev1.Pod
+	v.waitFor("restartCount 1", within, func() bool {
+		p, ok := v.pod(name)
+		restarted = p
+		return ok && containerStatus(p, "app").RestartCount == 1
+	})
+	return restarted
+}
+
 func (v *vigil) pod(name string) (corev1.Pod, bool) {
 	return findPod(v.pods(), name)
 }
@@ -194,12 +207,7 @@ readinessProbe:
 
 	failedAt := time.Now()
 	control(t, hostPort(t, pod, "app", 8080), "/control/fail")
-	var restarted corev1.Pod
-	v.waitFor("restartCount 1", 20*time.Second, func() bool {
-		p, ok := v.pod(pod.Name)
-		restarted = p
-		return ok && containerStatus(p, "app").RestartCount == 1
-	})
+	restarted := v.waitRestarted(pod.Name, 20*time.Second)
 	// The first failing run lands within a period of the failure, the kill
 	// decision threshold-1 periods later.
 	killedWithin(t, restarted, failedAt,
@@ -323,12 +331,7 @@ livenessProbe:
 	}
 	t.Logf("not Ready %s after NOT_SERVING", notReadyAfter.Round(time.Millisecond))
 
-	var restarted corev1.Pod
-	v.waitFor("restartCount 1", 20*time.Second, func() bool {
-		p, ok := v.pod(pod.Name)
-		restarted = p
-		return ok && containerStatus(p, "app").RestartCount == 1
-	})
+	restarted := v.waitRestarted(pod.Name, 20*time.Second)
 	killedWithin(t, restarted, failedAt,
 		(liveThreshold-1)*time.Second, liveThreshold*time.Second+killDelay)
 	v.readyPods("app-", 1, 30*time.Second)
@@ -414,12 +417,7 @@ livenessProbe:
 	// ... and kills on the first failure.
 	failedAt := time.Now()
 	control(t, hostPort(t, p, "app", 8080), "/control/fail")
-	var restarted corev1.Pod
-	v.waitFor("restartCount 1", 20*time.Second, func() bool {
-		q, ok := v.pod(p.Name)
-		restarted = q
-		return ok && containerStatus(q, "app").RestartCount == 1
-	})
+	restarted := v.waitRestarted(p.Name, 20*time.Second)
 	killedWithin(t, restarted, failedAt, 0, time.Second+killDelay)
 	if ok, msgs := eventWith(v.events(), "Unhealthy", "Startup probe failed:",
 		"HTTP probe failed with statuscode: 503"); !ok {
